@@ -1,0 +1,1 @@
+"""Provider integrations (installed as ``tcc_plugin.integrations``); each needs its extra."""

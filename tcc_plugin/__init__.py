@@ -1,0 +1,46 @@
+"""tcc-plugin: test-time compute control for LLM calls.
+
+Budgets, pricing and OpenTelemetry for every call, through one lifecycle.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from tcc_plugin.budget import Budget, active_budgets, budget
+from tcc_plugin.decorator import llm_call
+from tcc_plugin.errors import BudgetExceeded, PriceUnknown, ResponseError, TCCError, UsageError
+from tcc_plugin.pricing import GpuHourPrice, PriceBook, TokenPrice, default_price_book, set_price
+from tcc_plugin.usage import Usage
+
+if TYPE_CHECKING:
+    from tcc_plugin.telemetry.configure import TelemetryHandle, configure
+
+__all__ = [
+    "Budget",
+    "BudgetExceeded",
+    "GpuHourPrice",
+    "PriceBook",
+    "PriceUnknown",
+    "ResponseError",
+    "TCCError",
+    "TelemetryHandle",
+    "TokenPrice",
+    "Usage",
+    "UsageError",
+    "active_budgets",
+    "budget",
+    "configure",
+    "default_price_book",
+    "llm_call",
+    "set_price",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # The exporter setup imports the OpenTelemetry SDK: load it only when asked for.
+    if name in ("configure", "TelemetryHandle"):
+        from tcc_plugin.telemetry import configure as _configure
+
+        return getattr(_configure, name)
+    raise AttributeError(f"module 'tcc_plugin' has no attribute {name!r}")

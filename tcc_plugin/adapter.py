@@ -1,0 +1,104 @@
+"""The small protocol every integration implements, and the types it speaks.
+
+An adapter only translates: it describes a request (model, provider, output cap,
+thinking budget), rewrites it when a budget clamps it, and reads usage out of a
+response or a stream. Budgets, prices, spans, metrics and retries live in the core
+lifecycle (:mod:`tcc_plugin.lifecycle`), never in an adapter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+from tcc_plugin.usage import Usage
+
+__all__ = [
+    "Adapter",
+    "AttributeValue",
+    "CallInfo",
+    "Clamp",
+    "ResponseInfo",
+    "StreamReader",
+]
+
+AttributeValue = str | bool | int | float | tuple[str, ...] | tuple[int, ...] | tuple[float, ...]
+
+RequestT = TypeVar("RequestT")
+ResponseT = TypeVar("ResponseT", contravariant=True)
+
+
+@dataclass(frozen=True, slots=True)
+class CallInfo:
+    """What a request asks for, as far as budgets and telemetry care.
+
+    ``max_output_tokens`` is the per-choice output cap the request sets (its worst
+    case); ``None`` when the request sets none and the model's maximum is unknown, in
+    which case token and cost caps can only be checked after the call.
+    ``max_reasoning_tokens`` is the thinking budget when the request sets one (and an
+    adapter can clamp it). ``input_tokens`` is an estimate of the input when known.
+    ``choices`` is the number of completions asked for (OpenAI ``n``). ``clampable``
+    is false when the adapter cannot lower the request's output cap, so budgets in
+    ``clamp`` mode refuse it instead.
+    """
+
+    model: str | None
+    provider: str | None = None
+    operation: str = "chat"
+    max_output_tokens: int | None = None
+    max_reasoning_tokens: int | None = None
+    input_tokens: int | None = None
+    choices: int = 1
+    clampable: bool = True
+    stream: bool = False
+    server_address: str | None = None
+    server_port: int | None = None
+    attributes: Mapping[str, AttributeValue] = field(default_factory=dict)
+    input_messages: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Clamp:
+    """New per-choice caps a budget in ``clamp`` mode imposes on a request."""
+
+    max_output_tokens: int
+    max_reasoning_tokens: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseInfo:
+    """What a response says about the call: usage (``None`` when it carries none)."""
+
+    usage: Usage | None
+    response_model: str | None = None
+    response_id: str | None = None
+    finish_reasons: tuple[str, ...] = ()
+    attributes: Mapping[str, AttributeValue] = field(default_factory=dict)
+    output_messages: Any = None
+
+
+class StreamReader(Protocol):
+    """Accumulates what a stream says, chunk by chunk."""
+
+    def feed(self, chunk: Any) -> None:
+        """Read one chunk (event) of the stream."""
+
+    def result(self) -> ResponseInfo:
+        """What the chunks read so far amount to."""
+
+
+class Adapter(Protocol[RequestT, ResponseT]):
+    """Translate between one provider's request/response shapes and the core's types."""
+
+    def describe(self, request: RequestT) -> CallInfo:
+        """Model, provider, operation, output cap and thinking budget of ``request``."""
+
+    def clamp(self, request: RequestT, clamp: Clamp) -> RequestT:
+        """``request`` with its output cap (and thinking budget) lowered to ``clamp``."""
+
+    def read_response(self, response: ResponseT) -> ResponseInfo:
+        """Usage and response metadata of a complete (non-stream) response."""
+
+    def stream_reader(self, request: RequestT) -> StreamReader:
+        """A fresh reader for the chunks of a streamed response to ``request``."""

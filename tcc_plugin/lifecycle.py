@@ -1,0 +1,465 @@
+"""The one call lifecycle every integration goes through.
+
+``describe -> reserve -> span -> call -> usage -> price -> settle -> span end + metrics``
+
+:class:`Call` holds the logic as plain steps; :func:`run` and :func:`arun` drive a
+non-streamed call (sync and async), :class:`ObservedStream` and
+:class:`AsyncObservedStream` a streamed one. Integrations supply an
+:class:`~tcc_plugin.adapter.Adapter` and the function that sends the request.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
+from decimal import Decimal
+from typing import Any, Generic, TypeVar
+
+from opentelemetry import trace
+from opentelemetry.trace import Span
+
+from tcc_plugin.adapter import Adapter, AttributeValue, CallInfo, ResponseInfo, StreamReader
+from tcc_plugin.budget import Budget, Charge, Demand, Reservation, active_budgets, reserve
+from tcc_plugin.errors import BudgetExceeded, PriceUnknown
+from tcc_plugin.pricing import Price, PriceBook, default_price_book
+from tcc_plugin.telemetry import names, recorder
+from tcc_plugin.usage import Usage
+
+__all__ = ["AsyncObservedStream", "Call", "ObservedStream", "arun", "run"]
+
+logger = logging.getLogger("tcc_plugin")
+
+RequestT = TypeVar("RequestT")
+ResponseT = TypeVar("ResponseT")
+ChunkT = TypeVar("ChunkT")
+
+
+class Call(Generic[RequestT]):
+    """One LLM call on its way through the lifecycle.
+
+    ``Call.begin`` describes the request, starts its span and reserves its worst case
+    (raising :class:`BudgetExceeded` or :class:`PriceUnknown` when it cannot be paid);
+    ``request`` is then the request to send, clamped if a budget shrank it. Exactly one
+    of :meth:`succeed` and :meth:`fail` ends it; both are idempotent.
+    """
+
+    __slots__ = (
+        "_price",
+        "_price_book",
+        "_reader",
+        "_started",
+        "_ttfc",
+        "adapter",
+        "budgets",
+        "done",
+        "info",
+        "request",
+        "reservation",
+        "span",
+    )
+
+    def __init__(
+        self,
+        adapter: Adapter[RequestT, Any],
+        request: RequestT,
+        info: CallInfo,
+        span: Span | None,
+        budgets: tuple[Budget, ...],
+        price: Price | None,
+        price_book: PriceBook,
+    ) -> None:
+        self.adapter = adapter
+        self.request = request
+        self.info = info
+        self.span = span
+        self.budgets = budgets
+        self.reservation: Reservation | None = None
+        self.done = False
+        self._price = price
+        self._price_book = price_book
+        self._started = time.perf_counter()
+        self._ttfc: float | None = None
+        self._reader: StreamReader | None = None
+
+    @classmethod
+    def begin(
+        cls,
+        adapter: Adapter[RequestT, Any],
+        request: RequestT,
+        *,
+        budgets: tuple[Budget, ...] | None = None,
+        price_book: PriceBook | None = None,
+        span_name: str | None = None,
+    ) -> Call[RequestT]:
+        """Describe, open the span and reserve; the returned call is ready to send."""
+        info = adapter.describe(request)
+        book = price_book or default_price_book()
+        chain = active_budgets() if budgets is None else budgets
+        price = book.lookup(info.model, info.provider)
+        span = recorder.start_call_span(info, span_name)
+        call = cls(adapter, request, info, span, chain, price, book)
+        try:
+            call._reserve()
+        except BaseException as exc:
+            call._refused(exc)
+            raise
+        return call
+
+    # -- reservation ------------------------------------------------------------------
+    def _demand(self) -> Demand:
+        info = self.info
+        price = self._price
+        input_tokens = info.input_tokens or 0
+        choices = max(info.choices, 1)
+
+        def worst_usd(output: int | None, reasoning: int | None) -> Decimal | None:
+            if price is None:
+                return None
+            out = (output or 0) * choices
+            thinking = min(reasoning if reasoning is not None else out, out)
+            return price.worst_case(Usage(input=input_tokens, output=out, reasoning=thinking))
+
+        return Demand(
+            input_tokens=input_tokens,
+            max_output_tokens=info.max_output_tokens,
+            max_reasoning_tokens=info.max_reasoning_tokens,
+            choices=choices,
+            clampable=info.clampable,
+            worst_usd=worst_usd if price is not None else None,
+        )
+
+    def _reserve(self) -> None:
+        if self._price is None and any("usd" in b.limits for b in self.budgets):
+            raise PriceUnknown(self.info.model or "<unnamed>", self.info.provider)
+        self.reservation = reserve(self._demand(), self.budgets)
+        clamp = self.reservation.clamp
+        if clamp is not None:
+            try:
+                self.request = self.adapter.clamp(self.request, clamp)
+            except BaseException:
+                self.reservation.release()
+                raise
+            extra: dict[str, AttributeValue] = {
+                names.BUDGET_CLAMPED_MAX_TOKENS: clamp.max_output_tokens
+            }
+            if clamp.max_reasoning_tokens is not None:
+                extra[names.BUDGET_CLAMPED_REASONING_TOKENS] = clamp.max_reasoning_tokens
+            recorder.record_budget(self.span, extra)
+
+    def _refused(self, exc: BaseException) -> None:
+        self.done = True
+        attrs: dict[str, AttributeValue] = {names.BUDGET_OUTCOME: names.OUTCOME_REFUSED}
+        if isinstance(exc, BudgetExceeded):
+            attrs[names.BUDGET_LIMIT_HIT] = exc.limit
+        recorder.record_budget(self.span, attrs)
+        recorder.end_span(self.span, exc)
+        recorder.record_call_metrics(self.info, None, None, None, 0.0, refused=True)
+
+    # -- span context -----------------------------------------------------------------
+    def activated(self) -> AbstractContextManager[Any]:
+        """A context in which the call's span is the current span (for nesting)."""
+        if self.span is None:
+            return nullcontext()
+        return trace.use_span(self.span, end_on_exit=False)
+
+    # -- streams ----------------------------------------------------------------------
+    def stream_reader(self) -> StreamReader:
+        """The reader that accumulates this call's streamed response."""
+        if self._reader is None:
+            self._reader = self.adapter.stream_reader(self.request)
+        return self._reader
+
+    def chunk(self, chunk: Any) -> None:
+        """Note one streamed chunk (never raises: a chunk we cannot read is skipped)."""
+        if self._ttfc is None:
+            self._ttfc = time.perf_counter() - self._started
+        try:
+            self.stream_reader().feed(chunk)
+        except Exception:
+            logger.warning("tcc_plugin could not read a stream chunk (ignored)", exc_info=True)
+
+    def stream_result(self) -> ResponseInfo | None:
+        """What the stream said so far (``None`` if it cannot be read)."""
+        if self._reader is None:
+            return None
+        try:
+            return self._reader.result()
+        except Exception:
+            logger.warning("tcc_plugin could not read a stream's usage", exc_info=True)
+            return None
+
+    # -- ending -----------------------------------------------------------------------
+    def read_response(self, response: Any) -> ResponseInfo | None:
+        """The adapter's reading of ``response``; ``None`` when it cannot be read."""
+        try:
+            return self.adapter.read_response(response)
+        except Exception:
+            logger.warning("tcc_plugin could not read a response's usage", exc_info=True)
+            return None
+
+    def succeed(self, response: ResponseInfo | None, **extra: AttributeValue) -> None:
+        """Settle, price and record a call that returned ``response``."""
+        self._finish(response, None, dict(extra))
+
+    def fail(
+        self,
+        error: BaseException,
+        partial: ResponseInfo | None = None,
+        **extra: AttributeValue,
+    ) -> None:
+        """Settle and record a call that raised ``error`` (after ``partial``, if any)."""
+        self._finish(partial, error, dict(extra))
+
+    def _finish(
+        self,
+        response: ResponseInfo | None,
+        error: BaseException | None,
+        extra: dict[str, AttributeValue],
+    ) -> None:
+        if self.done:
+            return
+        self.done = True
+        duration = time.perf_counter() - self._started
+        usage = response.usage if response is not None else None
+        cost: Decimal | None = None
+        if usage is not None:
+            cost = self._cost(usage, duration, response.response_model if response else None)
+        elif error is None:
+            extra[names.USAGE_MISSING] = True
+            logger.warning(
+                "tcc_plugin: a %s response of model %r carried no usage; charging the "
+                "call's reservation (its worst case)",
+                self.info.provider or "provider",
+                self.info.model,
+            )
+        self._settle(usage, cost, error)
+        recorder.record_response(
+            self.span, response, usage, cost, time_to_first_chunk=self._ttfc, extra=extra
+        )
+        recorder.end_span(self.span, error)
+        recorder.record_call_metrics(
+            self.info,
+            response,
+            usage,
+            cost,
+            duration,
+            error=error,
+            time_to_first_chunk=self._ttfc,
+        )
+
+    def _cost(self, usage: Usage, duration: float, response_model: str | None) -> Decimal | None:
+        if self._price is None and response_model:
+            # The request named no known model; the response may (e.g. a decorated call).
+            self._price = self._price_book.lookup(response_model, self.info.provider)
+        if self._price is None:
+            self._price_book.warn_unknown(response_model or self.info.model, self.info.provider)
+            return None
+        try:
+            return self._price.cost(usage, seconds=duration)
+        except Exception:
+            logger.warning("tcc_plugin could not price model %r", self.info.model, exc_info=True)
+            return None
+
+    def _settle(self, usage: Usage | None, cost: Decimal | None, error: BaseException | None) -> None:
+        reservation = self.reservation
+        if reservation is None or not reservation.budgets:
+            recorder.record_budget(self.span, {names.BUDGET_OUTCOME: names.OUTCOME_NONE})
+            return
+        if usage is not None:
+            actual = Charge.of(usage, cost)
+        elif error is None:
+            actual = reservation.charge  # no usage reported: never under-charge
+        else:
+            actual = Charge(calls=1)  # failed with nothing read: the attempt still counts
+        reservation.settle(actual)
+        recorder.record_budget(self.span, _budget_attributes(reservation))
+
+
+def _budget_attributes(reservation: Reservation) -> dict[str, AttributeValue]:
+    inner = reservation.budgets[-1]
+    attrs: dict[str, AttributeValue] = {names.BUDGET_OUTCOME: reservation.outcome}
+    if inner.name:
+        attrs[names.BUDGET_NAME] = inner.name
+    if reservation.charge.output_tokens:
+        attrs[names.BUDGET_RESERVED_OUTPUT_TOKENS] = reservation.charge.output_tokens
+    spent = inner.spent
+    remaining = inner.remaining()
+    for key, limit in inner.limits.items():
+        attrs[names.BUDGET_LIMIT_PREFIX + key] = _number(limit)
+        attrs[names.BUDGET_SPENT_PREFIX + key] = _number(spent.get(key))
+        attrs[names.BUDGET_REMAINING_PREFIX + key] = _number(remaining[key])
+    return attrs
+
+
+def _number(value: int | Decimal) -> int | float:
+    return float(value) if isinstance(value, Decimal) else value
+
+
+# -- drivers ------------------------------------------------------------------------------
+def run(
+    adapter: Adapter[RequestT, ResponseT],
+    request: RequestT,
+    send: Callable[[RequestT], ResponseT],
+    *,
+    budgets: tuple[Budget, ...] | None = None,
+    price_book: PriceBook | None = None,
+) -> ResponseT:
+    """Send ``request`` with ``send`` through the whole lifecycle (sync)."""
+    call = Call.begin(adapter, request, budgets=budgets, price_book=price_book)
+    try:
+        with call.activated():
+            response = send(call.request)
+    except BaseException as exc:
+        call.fail(exc)
+        raise
+    call.succeed(call.read_response(response))
+    return response
+
+
+async def arun(
+    adapter: Adapter[RequestT, ResponseT],
+    request: RequestT,
+    send: Callable[[RequestT], Awaitable[ResponseT]],
+    *,
+    budgets: tuple[Budget, ...] | None = None,
+    price_book: PriceBook | None = None,
+) -> ResponseT:
+    """Send ``request`` with ``send`` through the whole lifecycle (async)."""
+    call = Call.begin(adapter, request, budgets=budgets, price_book=price_book)
+    try:
+        with call.activated():
+            response = await send(call.request)
+    except BaseException as exc:
+        call.fail(exc)
+        raise
+    call.succeed(call.read_response(response))
+    return response
+
+
+class _StreamEnd:
+    """What ends a stream: shared by the sync and async observers."""
+
+    __slots__ = ("call",)
+
+    def __init__(self, call: Call[Any]) -> None:
+        self.call = call
+
+    def finished(self) -> None:
+        self.call.succeed(self.call.stream_result())
+
+    def raised(self, exc: BaseException) -> None:
+        self.call.fail(exc, self.call.stream_result())
+
+    def abandoned(self) -> None:
+        # Closed or dropped half-read: what was read is charged; when the provider sent
+        # no usage yet, the reservation is (flagged as missing usage).
+        if not self.call.done:
+            self.call.succeed(self.call.stream_result(), **{"tcc.stream.abandoned": True})
+
+
+class ObservedStream(Generic[ChunkT]):
+    """Iterates a provider stream, feeding each chunk to the call; ends the call when
+    the stream finishes, raises, is closed, or is garbage-collected half-read.
+    Other attributes are those of the wrapped stream."""
+
+    def __init__(self, call: Call[Any], stream: Any) -> None:
+        self._call = call
+        self._end = _StreamEnd(call)
+        self._stream = stream
+        self._iterator: Iterator[ChunkT] = iter(stream)
+
+    def __iter__(self) -> ObservedStream[ChunkT]:
+        return self
+
+    def __next__(self) -> ChunkT:
+        try:
+            chunk = next(self._iterator)
+        except StopIteration:
+            self._end.finished()
+            raise
+        except BaseException as exc:
+            self._end.raised(exc)
+            raise
+        self._call.chunk(chunk)
+        return chunk
+
+    def close(self) -> None:
+        """Close the underlying stream; the call ends with what was read."""
+        try:
+            closer = getattr(self._stream, "close", None)
+            if callable(closer):
+                closer()
+        finally:
+            self._end.abandoned()
+
+    def __enter__(self) -> ObservedStream[ChunkT]:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self._end.abandoned()
+        except Exception:  # pragma: no cover - interpreter shutdown
+            pass
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+class AsyncObservedStream(Generic[ChunkT]):
+    """The async twin of :class:`ObservedStream`."""
+
+    def __init__(self, call: Call[Any], stream: Any) -> None:
+        self._call = call
+        self._end = _StreamEnd(call)
+        self._stream = stream
+        self._iterator: AsyncIterator[ChunkT] = aiter(stream)
+
+    def __aiter__(self) -> AsyncObservedStream[ChunkT]:
+        return self
+
+    async def __anext__(self) -> ChunkT:
+        try:
+            chunk = await anext(self._iterator)
+        except StopAsyncIteration:
+            self._end.finished()
+            raise
+        except BaseException as exc:
+            self._end.raised(exc)
+            raise
+        self._call.chunk(chunk)
+        return chunk
+
+    async def aclose(self) -> None:
+        """Close the underlying stream; the call ends with what was read."""
+        try:
+            closer = getattr(self._stream, "aclose", None) or getattr(self._stream, "close", None)
+            if callable(closer):
+                result = closer()
+                if hasattr(result, "__await__"):
+                    await result
+        finally:
+            self._end.abandoned()
+
+    async def close(self) -> None:
+        """Alias of :meth:`aclose` (provider async streams name it ``close``)."""
+        await self.aclose()
+
+    async def __aenter__(self) -> AsyncObservedStream[ChunkT]:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def __del__(self) -> None:
+        try:
+            self._end.abandoned()
+        except Exception:  # pragma: no cover - interpreter shutdown
+            pass
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)

@@ -1,0 +1,284 @@
+"""Read usage out of provider responses and stream chunks, by their shape.
+
+Works on the SDK objects (openai, anthropic, langchain-core messages) and on their JSON
+dicts alike, without importing any SDK. Each provider's rule, in one place:
+
+- OpenAI Chat Completions / legacy Completions (and OpenAI-compatible servers):
+  ``prompt_tokens`` counts all input, ``prompt_tokens_details.cached_tokens`` and
+  ``cache_write_tokens`` are parts of it; ``completion_tokens`` counts all output,
+  ``completion_tokens_details.reasoning_tokens`` a part of it.
+- OpenAI Responses: ``input_tokens`` / ``output_tokens`` are inclusive likewise, with
+  ``input_tokens_details`` / ``output_tokens_details``.
+- Anthropic: ``input_tokens`` *excludes* cache reads and writes, so input is
+  ``input_tokens + cache_read_input_tokens + cache_creation_input_tokens``; the 1-hour
+  share of the writes is ``cache_creation.ephemeral_1h_input_tokens``; thinking is
+  ``output_tokens_details.thinking_tokens``, a part of ``output_tokens``.
+- LangChain ``usage_metadata``: ``input_tokens`` already includes cache tokens;
+  ``input_token_details`` has ``cache_read``/``cache_creation`` (or the Anthropic
+  ``ephemeral_5m_input_tokens``/``ephemeral_1h_input_tokens``), and
+  ``output_token_details.reasoning``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from tcc_plugin.adapter import ResponseInfo
+from tcc_plugin.errors import ResponseError
+from tcc_plugin.usage import Usage
+
+__all__ = ["StreamAccumulator", "read_response", "read_usage"]
+
+_MISSING = object()
+
+
+def _get(obj: Any, key: str, default: Any = None) -> Any:
+    if obj is None:
+        return default
+    if isinstance(obj, Mapping):
+        return obj.get(key, default)
+    return getattr(obj, key, default)
+
+
+def _has(obj: Any, key: str) -> bool:
+    if isinstance(obj, Mapping):
+        return key in obj
+    return _get(obj, key, _MISSING) is not _MISSING
+
+
+def _int(obj: Any, key: str) -> int:
+    value = _get(obj, key)
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ResponseError(f"usage field {key!r} is not an integer: {value!r}")
+    return value
+
+
+def _is_anthropic_usage(usage: Any) -> bool:
+    return any(
+        _has(usage, k) for k in ("cache_read_input_tokens", "cache_creation_input_tokens")
+    ) or _has(_get(usage, "output_tokens_details"), "thinking_tokens")
+
+
+def _anthropic_usage(usage: Any) -> Usage:
+    read = _int(usage, "cache_read_input_tokens")
+    write = _int(usage, "cache_creation_input_tokens")
+    write_1h = _int(_get(usage, "cache_creation"), "ephemeral_1h_input_tokens")
+    return Usage(
+        input=_int(usage, "input_tokens") + read + write,
+        cached_input=read,
+        cache_write=write,
+        cache_write_1h=min(write_1h, write),
+        output=_int(usage, "output_tokens"),
+        reasoning=_int(_get(usage, "output_tokens_details"), "thinking_tokens"),
+    )
+
+
+def _chat_usage(usage: Any) -> Usage:
+    prompt = _get(usage, "prompt_tokens_details")
+    completion = _get(usage, "completion_tokens_details")
+    return Usage(
+        input=_int(usage, "prompt_tokens"),
+        cached_input=_int(prompt, "cached_tokens"),
+        cache_write=_int(prompt, "cache_write_tokens"),
+        output=_int(usage, "completion_tokens"),
+        reasoning=_int(completion, "reasoning_tokens"),
+    )
+
+
+def _responses_usage(usage: Any) -> Usage:
+    details_in = _get(usage, "input_tokens_details")
+    details_out = _get(usage, "output_tokens_details")
+    return Usage(
+        input=_int(usage, "input_tokens"),
+        cached_input=_int(details_in, "cached_tokens"),
+        cache_write=_int(details_in, "cache_write_tokens"),
+        output=_int(usage, "output_tokens"),
+        reasoning=_int(details_out, "reasoning_tokens"),
+    )
+
+
+def _langchain_usage(meta: Any) -> Usage:
+    details_in = _get(meta, "input_token_details") or {}
+    details_out = _get(meta, "output_token_details") or {}
+    write_5m = _int(details_in, "ephemeral_5m_input_tokens")
+    write_1h = _int(details_in, "ephemeral_1h_input_tokens")
+    write = _int(details_in, "cache_creation") or (write_5m + write_1h)
+    return Usage(
+        input=_int(meta, "input_tokens"),
+        cached_input=_int(details_in, "cache_read"),
+        cache_write=write,
+        cache_write_1h=min(write_1h, write),
+        output=_int(meta, "output_tokens"),
+        reasoning=_int(details_out, "reasoning"),
+    )
+
+
+def usage_from_block(usage: Any) -> Usage:
+    """Read a provider ``usage`` block (any of the shapes in the module docstring)."""
+    if _has(usage, "prompt_tokens") or _has(usage, "completion_tokens"):
+        return _chat_usage(usage)
+    if _is_anthropic_usage(usage):
+        return _anthropic_usage(usage)
+    if _has(usage, "input_token_details") or _has(usage, "output_token_details"):
+        return _langchain_usage(usage)
+    if _has(usage, "input_tokens") or _has(usage, "output_tokens"):
+        return _responses_usage(usage)
+    raise ResponseError(f"unrecognised usage block: {usage!r}")
+
+
+def read_usage(response: Any) -> Usage | None:
+    """The usage ``response`` reports, or ``None`` when it reports none.
+
+    Accepts :class:`~tcc_plugin.usage.Usage`, a provider response object or its JSON
+    dict, a LangChain message (``usage_metadata``), or a bare usage block.
+    """
+    if response is None:
+        return None
+    if isinstance(response, Usage):
+        return response
+    meta = _get(response, "usage_metadata")
+    if meta:
+        return _langchain_usage(meta)
+    if _get(response, "type") == "message_start":
+        response = _get(response, "message")
+    if _get(response, "type") in ("response.completed", "response.incomplete", "response.failed"):
+        response = _get(response, "response")
+    usage = _get(response, "usage")
+    if usage is None:
+        if isinstance(response, Mapping) and (
+            "prompt_tokens" in response or "input_tokens" in response
+        ):
+            return usage_from_block(response)
+        return None
+    if _is_anthropic_usage(usage) or _get(response, "type") == "message":
+        return _anthropic_usage(usage)
+    return usage_from_block(usage)
+
+
+def _finish_reasons(response: Any) -> tuple[str, ...]:
+    reasons: list[str] = []
+    for choice in _get(response, "choices") or ():
+        reason = _get(choice, "finish_reason")
+        if reason:
+            reasons.append(str(reason))
+    stop = _get(response, "stop_reason")
+    if stop:
+        reasons.append(str(stop))
+    status = _get(response, "status")
+    if not reasons and _get(response, "object") == "response" and status:
+        reasons.append(str(status))
+    return tuple(reasons)
+
+
+def read_response(response: Any) -> ResponseInfo:
+    """Usage, model, id and finish reasons of a complete response of any known shape."""
+    meta = _get(response, "response_metadata")
+    if isinstance(meta, Mapping):  # a LangChain message
+        reason = meta.get("finish_reason") or meta.get("stop_reason")
+        return ResponseInfo(
+            usage=read_usage(response),
+            response_model=meta.get("model_name") or meta.get("model"),
+            response_id=_get(response, "id"),
+            finish_reasons=(str(reason),) if reason else (),
+        )
+    model = _get(response, "model")
+    rid = _get(response, "id")
+    return ResponseInfo(
+        usage=read_usage(response),
+        response_model=model if isinstance(model, str) else None,
+        response_id=rid if isinstance(rid, str) else None,
+        finish_reasons=_finish_reasons(response),
+    )
+
+
+class StreamAccumulator:
+    """Reads the chunks of a stream of any known shape (a :class:`StreamReader`).
+
+    OpenAI chat chunks carry usage once, in the final chunk (with
+    ``stream_options.include_usage``); Responses streams in ``response.completed``;
+    Anthropic streams in ``message_start`` and cumulatively in ``message_delta``;
+    LangChain message chunks carry additive deltas.
+    """
+
+    def __init__(self) -> None:
+        self._usage: Usage | None = None
+        self._anthropic: dict[str, Any] = {}
+        self._model: str | None = None
+        self._id: str | None = None
+        self._reasons: dict[int, str] = {}
+        self.chunks = 0
+
+    def feed(self, chunk: Any) -> None:
+        self.chunks += 1
+        kind = _get(chunk, "type")
+        if kind == "message_start":
+            message = _get(chunk, "message")
+            self._remember(_get(message, "model"), _get(message, "id"))
+            # message_start's output count is provisional: usage is only known (and
+            # reported) once a message_delta arrives, so a stream cut before it is
+            # charged its reservation rather than under-charged.
+            self._merge_anthropic(_get(message, "usage"), final=False)
+            return
+        if kind == "message_delta":
+            self._merge_anthropic(_get(chunk, "usage"), final=True)
+            stop = _get(_get(chunk, "delta"), "stop_reason")
+            if stop:
+                self._reasons[0] = str(stop)
+            return
+        if isinstance(kind, str) and kind.startswith("response."):
+            response = _get(chunk, "response")
+            if response is not None:
+                self._remember(_get(response, "model"), _get(response, "id"))
+                if kind in ("response.completed", "response.incomplete", "response.failed"):
+                    self._usage = read_usage(response)
+                    status = _get(response, "status")
+                    if status:
+                        self._reasons[0] = str(status)
+            return
+        meta = _get(chunk, "usage_metadata")
+        if meta:
+            delta = _langchain_usage(meta)
+            self._usage = delta if self._usage is None else self._usage + delta
+            return
+        self._remember(_get(chunk, "model"), _get(chunk, "id"))
+        for choice in _get(chunk, "choices") or ():
+            reason = _get(choice, "finish_reason")
+            if reason:
+                self._reasons[int(_get(choice, "index", 0) or 0)] = str(reason)
+        usage = _get(chunk, "usage")
+        if usage is not None:
+            self._usage = usage_from_block(usage)
+
+    def _remember(self, model: Any, rid: Any) -> None:
+        if self._model is None and isinstance(model, str):
+            self._model = model
+        if self._id is None and isinstance(rid, str):
+            self._id = rid
+
+    def _merge_anthropic(self, usage: Any, *, final: bool) -> None:
+        if usage is None:
+            return
+        for key in (
+            "input_tokens",
+            "output_tokens",
+            "cache_read_input_tokens",
+            "cache_creation_input_tokens",
+            "cache_creation",
+            "output_tokens_details",
+        ):
+            value = _get(usage, key)
+            if value is not None:
+                self._anthropic[key] = value
+        if final:
+            self._usage = _anthropic_usage(self._anthropic)
+
+    def result(self) -> ResponseInfo:
+        return ResponseInfo(
+            usage=self._usage,
+            response_model=self._model,
+            response_id=self._id,
+            finish_reasons=tuple(self._reasons[i] for i in sorted(self._reasons)),
+        )

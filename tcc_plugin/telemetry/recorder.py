@@ -1,0 +1,244 @@
+"""Spans and metrics of calls, through the global OpenTelemetry API providers.
+
+Whatever an application configured (or :func:`tcc_plugin.configure`) receives them.
+Every function here swallows and logs its own errors: telemetry never raises into the
+caller.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+from collections.abc import Callable, Mapping
+from decimal import Decimal
+from typing import Any, ParamSpec, TypeVar
+
+from opentelemetry import metrics, trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+
+from tcc_plugin.adapter import AttributeValue, CallInfo, ResponseInfo
+from tcc_plugin.telemetry import names
+from tcc_plugin.usage import Usage
+
+__all__ = [
+    "capture_content",
+    "never_raises",
+    "record_budget",
+    "record_call_metrics",
+    "record_response",
+    "start_call_span",
+    "tracer",
+]
+
+logger = logging.getLogger("tcc_plugin.telemetry")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def never_raises(fn: Callable[P, R | None]) -> Callable[P, R | None]:
+    """Run ``fn``; log and swallow anything it raises (returning ``None``)."""
+
+    @functools.wraps(fn)
+    def guarded(*args: P.args, **kwargs: P.kwargs) -> R | None:
+        try:
+            return fn(*args, **kwargs)
+        except Exception:
+            logger.warning("tcc_plugin telemetry error in %s (ignored)", fn.__name__, exc_info=True)
+            return None
+
+    return guarded
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("tcc-plugin")
+    except Exception:
+        return "0"
+
+
+_VERSION = _version()
+# Proxies until a provider is set, then they forward to it: safe to create at import.
+_tracer = trace.get_tracer(names.INSTRUMENTATION_NAME, _VERSION)
+_meter = metrics.get_meter(names.INSTRUMENTATION_NAME, _VERSION)
+_token_usage = _meter.create_histogram(
+    names.METRIC_TOKEN_USAGE,
+    unit="{token}",
+    description="Number of input and output tokens used.",
+    explicit_bucket_boundaries_advisory=list(names.TOKEN_USAGE_BUCKETS),
+)
+_duration = _meter.create_histogram(
+    names.METRIC_OPERATION_DURATION,
+    unit="s",
+    description="GenAI operation duration.",
+    explicit_bucket_boundaries_advisory=list(names.DURATION_BUCKETS),
+)
+_time_to_first_chunk = _meter.create_histogram(
+    names.METRIC_TIME_TO_FIRST_CHUNK,
+    unit="s",
+    description="Time to receive the first chunk of a streamed response.",
+    explicit_bucket_boundaries_advisory=list(names.DURATION_BUCKETS),
+)
+_reasoning_tokens = _meter.create_histogram(
+    names.METRIC_REASONING_TOKENS,
+    unit="{token}",
+    description="Reasoning (thinking) tokens per call; a part of the output tokens.",
+    explicit_bucket_boundaries_advisory=list(names.TOKEN_USAGE_BUCKETS),
+)
+_cost = _meter.create_counter(names.METRIC_COST, unit="USD", description="Cost of calls in USD.")
+_refusals = _meter.create_counter(
+    names.METRIC_BUDGET_REFUSALS, unit="{call}", description="Calls refused by a budget."
+)
+
+
+def tracer() -> trace.Tracer:
+    """The tracer tcc-plugin records with."""
+    return _tracer
+
+
+def capture_content() -> bool:
+    """Whether prompt and completion content may be recorded (opt-in, standard env var)."""
+    return os.environ.get(names.CAPTURE_CONTENT_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def _base_attributes(info: CallInfo) -> dict[str, AttributeValue]:
+    attrs: dict[str, AttributeValue] = {names.OPERATION_NAME: info.operation}
+    if info.provider:
+        attrs[names.PROVIDER_NAME] = info.provider
+    if info.model:
+        attrs[names.REQUEST_MODEL] = info.model
+    if info.server_address:
+        attrs[names.SERVER_ADDRESS] = info.server_address
+    if info.server_port is not None:
+        attrs[names.SERVER_PORT] = info.server_port
+    return attrs
+
+
+def _metric_attributes(info: CallInfo, response: ResponseInfo | None) -> dict[str, AttributeValue]:
+    attrs = _base_attributes(info)
+    if response is not None and response.response_model:
+        attrs[names.RESPONSE_MODEL] = response.response_model
+    return attrs
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, default=str, ensure_ascii=False)
+
+
+@never_raises
+def start_call_span(info: CallInfo, name: str | None = None) -> Span:
+    """Start (without activating) the span of one call."""
+    attrs = _base_attributes(info)
+    if info.max_output_tokens is not None:
+        attrs[names.REQUEST_MAX_TOKENS] = info.max_output_tokens
+    if info.choices != 1:
+        attrs[names.REQUEST_CHOICE_COUNT] = info.choices
+    if info.stream:
+        attrs[names.REQUEST_STREAM] = True
+    attrs.update(info.attributes)
+    if info.input_messages is not None and capture_content():
+        attrs[names.INPUT_MESSAGES] = _json(info.input_messages)
+    span_name = name or (f"{info.operation} {info.model}" if info.model else info.operation)
+    return _tracer.start_span(span_name, kind=SpanKind.CLIENT, attributes=attrs)
+
+
+def usage_attributes(usage: Usage) -> dict[str, AttributeValue]:
+    """The semantic-convention usage attributes of ``usage``."""
+    attrs: dict[str, AttributeValue] = {
+        names.USAGE_INPUT_TOKENS: usage.input,
+        names.USAGE_OUTPUT_TOKENS: usage.output,
+        names.USAGE_REASONING_OUTPUT_TOKENS: usage.reasoning,
+        names.USAGE_CACHE_READ_INPUT_TOKENS: usage.cached_input,
+        names.USAGE_CACHE_CREATION_INPUT_TOKENS: usage.cache_write,
+    }
+    if usage.cache_write_1h:
+        attrs[names.USAGE_CACHE_CREATION_1H_INPUT_TOKENS] = usage.cache_write_1h
+    return attrs
+
+
+@never_raises
+def record_response(
+    span: Span | None,
+    response: ResponseInfo | None,
+    usage: Usage | None,
+    cost: Decimal | None,
+    *,
+    time_to_first_chunk: float | None = None,
+    extra: Mapping[str, AttributeValue] | None = None,
+) -> None:
+    """Put what the response said (usage, model, finish reasons, cost) on ``span``."""
+    if span is None or not span.is_recording():
+        return
+    attrs: dict[str, AttributeValue] = {}
+    if response is not None:
+        if response.response_model:
+            attrs[names.RESPONSE_MODEL] = response.response_model
+        if response.response_id:
+            attrs[names.RESPONSE_ID] = response.response_id
+        if response.finish_reasons:
+            attrs[names.RESPONSE_FINISH_REASONS] = tuple(response.finish_reasons)
+        attrs.update(response.attributes)
+        if response.output_messages is not None and capture_content():
+            attrs[names.OUTPUT_MESSAGES] = _json(response.output_messages)
+    if usage is not None:
+        attrs.update(usage_attributes(usage))
+    if cost is not None:
+        attrs[names.COST_USD] = float(cost)
+    if time_to_first_chunk is not None:
+        attrs[names.RESPONSE_TIME_TO_FIRST_CHUNK] = time_to_first_chunk
+    if extra:
+        attrs.update(extra)
+    span.set_attributes(attrs)
+
+
+@never_raises
+def record_budget(span: Span | None, attributes: Mapping[str, AttributeValue]) -> None:
+    """Put the budget outcome and ledger of the innermost budget on ``span``."""
+    if span is not None and span.is_recording():
+        span.set_attributes(attributes)
+
+
+@never_raises
+def end_span(span: Span | None, error: BaseException | None = None) -> None:
+    """End ``span``, with an error status when ``error`` is given."""
+    if span is None:
+        return
+    if error is not None and span.is_recording():
+        span.set_attribute(names.ERROR_TYPE, type(error).__qualname__)
+        span.record_exception(error)
+        span.set_status(Status(StatusCode.ERROR, str(error)[:500] or type(error).__name__))
+    span.end()
+
+
+@never_raises
+def record_call_metrics(
+    info: CallInfo,
+    response: ResponseInfo | None,
+    usage: Usage | None,
+    cost: Decimal | None,
+    duration: float,
+    *,
+    error: BaseException | None = None,
+    time_to_first_chunk: float | None = None,
+    refused: bool = False,
+) -> None:
+    """Record the GenAI client metrics (and ours) of one finished call."""
+    attrs = _metric_attributes(info, response)
+    if refused:
+        _refusals.add(1, attrs)
+        return
+    if error is not None:
+        attrs[names.ERROR_TYPE] = type(error).__qualname__
+    _duration.record(duration, attrs)
+    if time_to_first_chunk is not None:
+        _time_to_first_chunk.record(time_to_first_chunk, attrs)
+    if usage is not None:
+        _token_usage.record(usage.input, {**attrs, names.TOKEN_TYPE: "input"})
+        _token_usage.record(usage.output, {**attrs, names.TOKEN_TYPE: "output"})
+        _reasoning_tokens.record(usage.reasoning, attrs)
+    if cost is not None:
+        _cost.add(float(cost), attrs)
