@@ -234,7 +234,7 @@ class Call(Generic[RequestT]):
                 self.info.provider or "provider",
                 self.info.model,
             )
-        self._settle(usage, cost, error)
+        extra.update(self._settle(usage, cost, error))
         recorder.record_response(
             self.span, response, usage, cost, time_to_first_chunk=self._ttfc, extra=extra
         )
@@ -262,11 +262,13 @@ class Call(Generic[RequestT]):
             logger.warning("tcc_plugin could not price model %r", self.info.model, exc_info=True)
             return None
 
-    def _settle(self, usage: Usage | None, cost: Decimal | None, error: BaseException | None) -> None:
+    def _settle(
+        self, usage: Usage | None, cost: Decimal | None, error: BaseException | None
+    ) -> dict[str, AttributeValue]:
+        """Settle the reservation; returns the budget attributes for the span."""
         reservation = self.reservation
         if reservation is None or not reservation.budgets:
-            recorder.record_budget(self.span, {names.BUDGET_OUTCOME: names.OUTCOME_NONE})
-            return
+            return {names.BUDGET_OUTCOME: names.OUTCOME_NONE}
         if usage is not None:
             actual = Charge.of(usage, cost)
         elif error is None:
@@ -274,7 +276,7 @@ class Call(Generic[RequestT]):
         else:
             actual = Charge(calls=1)  # failed with nothing read: the attempt still counts
         reservation.settle(actual)
-        recorder.record_budget(self.span, _budget_attributes(reservation))
+        return _budget_attributes(reservation)
 
 
 def _budget_attributes(reservation: Reservation) -> dict[str, AttributeValue]:

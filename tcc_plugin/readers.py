@@ -36,13 +36,15 @@ _MISSING = object()
 def _get(obj: Any, key: str, default: Any = None) -> Any:
     if obj is None:
         return default
+    if type(obj) is dict:  # the common case, without an ABC isinstance check
+        return obj.get(key, default)
     if isinstance(obj, Mapping):
         return obj.get(key, default)
     return getattr(obj, key, default)
 
 
 def _has(obj: Any, key: str) -> bool:
-    if isinstance(obj, Mapping):
+    if type(obj) is dict or isinstance(obj, Mapping):
         return key in obj
     return _get(obj, key, _MISSING) is not _MISSING
 

@@ -29,14 +29,14 @@ class Usage:
     reasoning: int = 0
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, bool) or not isinstance(value, int):
+        for name in _FIELDS:
+            value = getattr(self, name)
+            if type(value) is not int:  # bool and int subclasses are not token counts
                 raise UsageError(
-                    f"Usage.{f.name} must be an int token count, got {type(value).__name__} {value!r}"
+                    f"Usage.{name} must be an int token count, got {type(value).__name__} {value!r}"
                 )
             if value < 0:
-                raise UsageError(f"Usage.{f.name} must be >= 0, got {value}")
+                raise UsageError(f"Usage.{name} must be >= 0, got {value}")
         if self.cached_input + self.cache_write > self.input:
             raise UsageError(
                 f"cached_input ({self.cached_input}) + cache_write ({self.cache_write}) exceed "
@@ -90,7 +90,8 @@ class Usage:
 
     def as_dict(self) -> dict[str, Any]:
         """The counts as a plain dict (for JSON and span attributes)."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return {name: getattr(self, name) for name in _FIELDS}
 
 
+_FIELDS = tuple(f.name for f in fields(Usage))
 ZERO = Usage()
