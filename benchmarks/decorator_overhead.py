@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -79,9 +78,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for label, mode in VARIANTS.items():
             out = subprocess.run(
-                [sys.executable, "-c", WORKER, mode, str(args.calls), str(args.repeats),
-                 f"{tmp}/{mode}.jsonl"],
-                capture_output=True, text=True, cwd=tmp,
+                [
+                    sys.executable,
+                    "-c",
+                    WORKER,
+                    mode,
+                    str(args.calls),
+                    str(args.repeats),
+                    f"{tmp}/{mode}.jsonl",
+                ],
+                capture_output=True,
+                text=True,
+                cwd=tmp,
             )
             if out.returncode != 0:
                 raise SystemExit(f"variant {label!r} failed:\n{out.stderr}")

@@ -11,6 +11,7 @@ from tcc_plugin.budget import Budget, active_budgets, budget
 from tcc_plugin.decorator import llm_call
 from tcc_plugin.errors import BudgetExceeded, PriceUnknown, ResponseError, TCCError, UsageError
 from tcc_plugin.pricing import GpuHourPrice, PriceBook, TokenPrice, default_price_book, set_price
+from tcc_plugin.retry import RetriesExhausted, RetryPolicy
 from tcc_plugin.usage import Usage
 
 if TYPE_CHECKING:
@@ -23,6 +24,8 @@ __all__ = [
     "PriceBook",
     "PriceUnknown",
     "ResponseError",
+    "RetriesExhausted",
+    "RetryPolicy",
     "TCCError",
     "TelemetryHandle",
     "TokenPrice",

@@ -19,7 +19,9 @@ __all__ = [
     "AttributeValue",
     "CallInfo",
     "Clamp",
+    "ErrorInfo",
     "ResponseInfo",
+    "RetryAware",
     "StreamReader",
 ]
 
@@ -102,3 +104,33 @@ class Adapter(Protocol[RequestT, ResponseT]):
 
     def stream_reader(self, request: RequestT) -> StreamReader:
         """A fresh reader for the chunks of a streamed response to ``request``."""
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    """What a provider error means for retrying.
+
+    ``reason`` is one of ``"rate_limit"`` (429), ``"overloaded"`` (Anthropic 529),
+    ``"server"`` (5xx), ``"conflict"`` (409), ``"request_timeout"`` (408), ``"timeout"``,
+    ``"connection"``, ``"client"`` (other 4xx) or ``"malformed"`` (a response that could
+    not be parsed). ``retry_after`` is the provider's ``retry-after-ms`` /
+    ``Retry-After`` in seconds, when it sent one.
+    """
+
+    retryable: bool
+    reason: str
+    status: int | None = None
+    retry_after: float | None = None
+
+
+class RetryAware(Protocol[RequestT]):
+    """Optional adapter methods for the retry layer (:class:`tcc_plugin.RetryPolicy`).
+
+    An adapter without them gets the core's generic classification (status codes and
+    headers read by duck typing; timeouts and connection errors by type)."""
+
+    def classify_error(self, error: BaseException) -> ErrorInfo | None:
+        """How to treat ``error`` from the provider's SDK (``None``: not the SDK's)."""
+
+    def without_provider_retries(self, request: RequestT) -> RequestT:
+        """``request`` made so that the provider SDK does not retry it itself."""

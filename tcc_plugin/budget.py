@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from types import TracebackType
 from typing import Literal
 
@@ -109,7 +109,8 @@ class Demand:
     """What a call may consume at worst, for a reservation.
 
     ``max_output_tokens`` and ``max_reasoning_tokens`` are per choice (``None``:
-    unknown); ``worst_usd(output, reasoning)`` bounds the cost of a call whose
+    unknown); ``calls`` is 1, or 0 for a retry of a call already counted;
+    ``worst_usd(output, reasoning)`` bounds the cost of a call whose
     per-choice caps are those (``None`` when the call cannot be priced ahead).
     """
 
@@ -118,19 +119,20 @@ class Demand:
     max_reasoning_tokens: int | None = None
     choices: int = 1
     clampable: bool = True
+    calls: int = 1
     worst_usd: Callable[[int | None, int | None], Decimal | None] | None = None
 
     def charge(self, output: int | None, reasoning: int | None) -> Charge:
         usd = self.worst_usd(output, reasoning) if self.worst_usd is not None else None
         if output is None:
-            return Charge(total_tokens=self.input_tokens, usd=usd or Decimal(0), calls=1)
+            return Charge(total_tokens=self.input_tokens, usd=usd or Decimal(0), calls=self.calls)
         thinking = output if reasoning is None else min(reasoning, output)
         return Charge(
             total_tokens=self.input_tokens + output * self.choices,
             output_tokens=output * self.choices,
             reasoning_tokens=thinking * self.choices,
             usd=usd or Decimal(0),
-            calls=1,
+            calls=self.calls,
         )
 
     def bounded(self, limit: str) -> bool:
@@ -138,8 +140,10 @@ class Demand:
         if limit == "calls":
             return True
         if limit == "usd":
-            return self.max_output_tokens is not None and self.worst_usd is not None and (
-                self.worst_usd(self.max_output_tokens, self.max_reasoning_tokens) is not None
+            return (
+                self.max_output_tokens is not None
+                and self.worst_usd is not None
+                and (self.worst_usd(self.max_output_tokens, self.max_reasoning_tokens) is not None)
             )
         return self.max_output_tokens is not None
 
@@ -181,7 +185,12 @@ class Budget:
                 raise ValueError(f"{key} must be a non-negative int, got {value!r}")
             limits[key] = value
         if usd is not None:
-            amount = usd if isinstance(usd, Decimal) else Decimal(str(usd))
+            try:
+                if isinstance(usd, bool):
+                    raise InvalidOperation
+                amount = usd if isinstance(usd, Decimal) else Decimal(str(usd))
+            except InvalidOperation:
+                raise ValueError(f"usd must be a number of dollars, got {usd!r}") from None
             if not amount.is_finite() or amount < 0:
                 raise ValueError(f"usd must be a non-negative amount, got {usd!r}")
             limits["usd"] = amount
@@ -203,11 +212,12 @@ class Budget:
         self._in_flight = 0
 
     def __repr__(self) -> str:
-        limits = ", ".join(f"{k}={v}" for k, v in self.limits.items())
+        parts = [repr(self.name)] if self.name else []
+        parts += [f"{k}={v}" for k, v in self.limits.items()]
         if self.deadline is not None:
-            limits += f"{', ' if limits else ''}deadline={self.deadline}"
-        name = f"{self.name!r}, " if self.name else ""
-        return f"Budget({name}{limits}, policy={self.policy!r})"
+            parts.append(f"deadline={self.deadline}")
+        parts.append(f"policy={self.policy!r}")
+        return f"Budget({', '.join(parts)})"
 
     # -- ledger views ---------------------------------------------------------------------
     @property
@@ -312,7 +322,10 @@ def budget(
 
 def active_budgets() -> tuple[Budget, ...]:
     """The budgets a call made here would charge, outermost first, each once."""
-    chain = _ACTIVE.get()
+    return _unique(_ACTIVE.get())
+
+
+def _unique(chain: tuple[Budget, ...]) -> tuple[Budget, ...]:
     if len(chain) < 2:
         return chain
     seen: set[int] = set()
@@ -337,7 +350,7 @@ def using(budgets: tuple[Budget, ...]) -> Iterator[None]:
 class Reservation:
     """What one call holds reserved in every budget of its chain, until settled."""
 
-    __slots__ = ("budgets", "charge", "clamp", "outcome", "_settled")
+    __slots__ = ("_settled", "budgets", "charge", "clamp", "outcome")
 
     def __init__(
         self,
@@ -434,6 +447,8 @@ def _largest_output(budgets: tuple[Budget, ...], demand: Demand) -> tuple[int | 
         thinking = min(thinking, out)
     if demand.worst_usd is not None and any("usd" in b.limits for b in budgets):
         out = _largest_affordable(budgets, demand, out, thinking)
+        if out is not None and thinking is not None:
+            thinking = min(thinking, out)
     return out, thinking
 
 
@@ -441,7 +456,9 @@ def _largest_affordable(
     budgets: tuple[Budget, ...], demand: Demand, out: int | None, thinking: int | None
 ) -> int | None:
     left = min(
-        Decimal(b.limits["usd"]) - (b._spent + b._reserved).usd for b in budgets if "usd" in b.limits
+        Decimal(b.limits["usd"]) - (b._spent + b._reserved).usd
+        for b in budgets
+        if "usd" in b.limits
     )
 
     def fits(o: int) -> bool:
@@ -472,7 +489,7 @@ def reserve(demand: Demand, budgets: tuple[Budget, ...] | None = None) -> Reserv
     shrink it to a useful size; returns a reservation whose ``clamp`` says the new caps
     when a budget shrank the call.
     """
-    chain = active_budgets() if budgets is None else budgets
+    chain = active_budgets() if budgets is None else _unique(budgets)
     if not chain:
         return Reservation((), _ZERO, None, "unbudgeted")
     for b in chain:
@@ -487,8 +504,11 @@ def reserve(demand: Demand, budgets: tuple[Budget, ...] | None = None) -> Reserv
         if not bad:
             return _hold(chain, need, None, "ok")
         for b, limit in bad:
-            if b.policy == "raise" or limit == "calls" or not demand.clampable or (
-                limit == "usd" and demand.worst_usd is None
+            if (
+                b.policy == "raise"
+                or limit == "calls"
+                or not demand.clampable
+                or (limit == "usd" and demand.worst_usd is None)
             ):
                 raise _refuse(b, limit, need)
         out, thinking = _largest_output(chain, demand)
@@ -505,7 +525,9 @@ def reserve(demand: Demand, budgets: tuple[Budget, ...] | None = None) -> Reserv
         return _hold(chain, need, Clamp(out, thinking), "clamped")
 
 
-def _hold(chain: tuple[Budget, ...], need: Charge, clamp: Clamp | None, outcome: str) -> Reservation:
+def _hold(
+    chain: tuple[Budget, ...], need: Charge, clamp: Clamp | None, outcome: str
+) -> Reservation:
     for b in chain:
         b._reserved = b._reserved + need
         b._in_flight += 1

@@ -11,8 +11,18 @@ from typing import Any, TypeVar, cast, overload
 from tcc_plugin.adapter import CallInfo, Clamp, ResponseInfo, StreamReader
 from tcc_plugin.budget import Budget, active_budgets
 from tcc_plugin.errors import ResponseError
-from tcc_plugin.lifecycle import AsyncObservedStream, Call, ObservedStream, arun, run
+from tcc_plugin.lifecycle import (
+    AsyncObservedStream,
+    Call,
+    ObservedStream,
+    aopen_stream,
+    arun,
+    open_stream,
+    run,
+    send_with_retries,
+)
 from tcc_plugin.readers import StreamAccumulator, read_response
+from tcc_plugin.retry import RetryPolicy
 from tcc_plugin.usage import Usage
 
 __all__ = ["UsageExtractor", "llm_call"]
@@ -155,6 +165,7 @@ def llm_call(
     usage: UsageExtractor | None = None,
     stream: bool = False,
     budget: Budget | None = None,
+    retry: RetryPolicy | None = None,
 ) -> Callable[[F], F]: ...
 
 
@@ -173,6 +184,7 @@ def llm_call(
     usage: UsageExtractor | None = None,
     stream: bool = False,
     budget: Budget | None = None,
+    retry: RetryPolicy | None = None,
 ) -> F | Callable[[F], F]:
     """Budget, price and trace every call of the decorated function.
 
@@ -186,7 +198,9 @@ def llm_call(
     ``max_output_tokens``; a budget in ``clamp`` mode lowers that argument. Without
     either, token and cost caps are only checked after the call. ``model`` (or the
     function's ``model`` argument) and ``provider`` select the price. ``budget`` runs
-    each call inside that budget, nested in the caller's.
+    each call inside that budget, nested in the caller's. ``retry`` retries failed
+    calls (else the :class:`~tcc_plugin.RetryPolicy` entered around the caller, if any);
+    a generator's stream is not retried once it has started.
     """
 
     def decorate(func: F) -> F:
@@ -220,12 +234,15 @@ def llm_call(
         def send(bound: inspect.BoundArguments) -> Any:
             return func(*bound.args, **bound.kwargs)
 
+        async def asend(bound: inspect.BoundArguments) -> Any:
+            return await func(*bound.args, **bound.kwargs)
+
         if inspect.isasyncgenfunction(func):
 
             @functools.wraps(func)
             async def agen_wrapper(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
-                call = Call.begin(adapter, adapter.bind(args, kwargs), budgets=chain())
-                stream_ = AsyncObservedStream[Any](call, _start(call, send))
+                call = Call.begin(adapter, adapter.bind(args, kwargs), budgets=chain(), retry=retry)
+                stream_ = AsyncObservedStream[Any](call, send_with_retries(call, send))
                 try:
                     async for chunk in stream_:
                         yield chunk
@@ -238,8 +255,8 @@ def llm_call(
 
             @functools.wraps(func)
             def gen_wrapper(*args: Any, **kwargs: Any) -> Iterator[Any]:
-                call = Call.begin(adapter, adapter.bind(args, kwargs), budgets=chain())
-                stream_ = ObservedStream[Any](call, _start(call, send))
+                call = Call.begin(adapter, adapter.bind(args, kwargs), budgets=chain(), retry=retry)
+                stream_ = ObservedStream[Any](call, send_with_retries(call, send))
                 try:
                     yield from stream_
                 finally:
@@ -254,10 +271,8 @@ def llm_call(
                 with entered():
                     bound = adapter.bind(args, kwargs)
                     if stream:
-                        call = Call.begin(adapter, bound)
-                        result = await _astart(call, func)
-                        return AsyncObservedStream[Any](call, result)
-                    return await arun(adapter, bound, lambda b: func(*b.args, **b.kwargs))
+                        return await aopen_stream(adapter, bound, asend, retry=retry)
+                    return await arun(adapter, bound, asend, retry=retry)
 
             return cast(F, async_wrapper)
 
@@ -266,32 +281,11 @@ def llm_call(
             with entered():
                 bound = adapter.bind(args, kwargs)
                 if stream:
-                    call = Call.begin(adapter, bound)
-                    return ObservedStream[Any](call, _start(call, send))
-                return run(adapter, bound, send)
+                    return open_stream(adapter, bound, send, retry=retry)
+                return run(adapter, bound, send, retry=retry)
 
         return cast(F, sync_wrapper)
 
     if fn is not None:
         return decorate(fn)
     return decorate
-
-
-def _start(call: Call[inspect.BoundArguments], send: Callable[[inspect.BoundArguments], Any]) -> Any:
-    """Open the stream; a failure to open it ends the call."""
-    try:
-        with call.activated():
-            return send(call.request)
-    except BaseException as exc:
-        call.fail(exc)
-        raise
-
-
-async def _astart(call: Call[inspect.BoundArguments], func: Callable[..., Any]) -> Any:
-    try:
-        with call.activated():
-            return await func(*call.request.args, **call.request.kwargs)
-    except BaseException as exc:
-        call.fail(exc)
-        raise
-

@@ -10,6 +10,8 @@ non-streamed call (sync and async), :class:`ObservedStream` and
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -20,14 +22,39 @@ from typing import Any, Generic, TypeVar
 from opentelemetry import trace
 from opentelemetry.trace import Span
 
-from tcc_plugin.adapter import Adapter, AttributeValue, CallInfo, ResponseInfo, StreamReader
+from tcc_plugin.adapter import (
+    Adapter,
+    AttributeValue,
+    CallInfo,
+    ErrorInfo,
+    ResponseInfo,
+    StreamReader,
+)
 from tcc_plugin.budget import Budget, Charge, Demand, Reservation, active_budgets, reserve
 from tcc_plugin.errors import BudgetExceeded, PriceUnknown
 from tcc_plugin.pricing import Price, PriceBook, default_price_book
+from tcc_plugin.retry import (
+    RetriesExhausted,
+    RetryDecision,
+    RetryEvent,
+    RetryPolicy,
+    active_retry_policy,
+    classify_error,
+)
 from tcc_plugin.telemetry import names, recorder
 from tcc_plugin.usage import Usage
 
-__all__ = ["AsyncObservedStream", "Call", "ObservedStream", "arun", "run"]
+__all__ = [
+    "AsyncObservedStream",
+    "Call",
+    "ObservedStream",
+    "aopen_stream",
+    "arun",
+    "asend_with_retries",
+    "open_stream",
+    "run",
+    "send_with_retries",
+]
 
 logger = logging.getLogger("tcc_plugin")
 
@@ -41,17 +68,23 @@ class Call(Generic[RequestT]):
 
     ``Call.begin`` describes the request, starts its span and reserves its worst case
     (raising :class:`BudgetExceeded` or :class:`PriceUnknown` when it cannot be paid);
-    ``request`` is then the request to send, clamped if a budget shrank it. Exactly one
-    of :meth:`succeed` and :meth:`fail` ends it; both are idempotent.
+    ``request`` is then the request to send, clamped if a budget shrank it. A failed
+    attempt goes to :meth:`on_error`, which either ends the call or settles the attempt
+    and says how long to wait before :meth:`next_attempt` re-reserves. Exactly one of
+    :meth:`succeed` and :meth:`fail` ends the call; both are idempotent.
     """
 
     __slots__ = (
+        "_original",
+        "_policy",
+        "_policy_start",
         "_price",
         "_price_book",
         "_reader",
         "_started",
         "_ttfc",
         "adapter",
+        "attempt",
         "budgets",
         "done",
         "info",
@@ -69,9 +102,14 @@ class Call(Generic[RequestT]):
         budgets: tuple[Budget, ...],
         price: Price | None,
         price_book: PriceBook,
+        policy: RetryPolicy | None = None,
     ) -> None:
         self.adapter = adapter
         self.request = request
+        self._original = request
+        self._policy = policy
+        self._policy_start = policy.clock() if policy is not None else 0.0
+        self.attempt = 1
         self.info = info
         self.span = span
         self.budgets = budgets
@@ -92,14 +130,24 @@ class Call(Generic[RequestT]):
         budgets: tuple[Budget, ...] | None = None,
         price_book: PriceBook | None = None,
         span_name: str | None = None,
+        retry: RetryPolicy | None = None,
     ) -> Call[RequestT]:
-        """Describe, open the span and reserve; the returned call is ready to send."""
+        """Describe, open the span and reserve; the returned call is ready to send.
+
+        ``retry`` (else the policy entered around the caller, if any) governs
+        :meth:`on_error`; while one applies, the provider SDK's own retries are turned
+        off through the adapter, so retry layers never multiply."""
         info = adapter.describe(request)
         book = price_book or default_price_book()
         chain = active_budgets() if budgets is None else budgets
+        policy = retry if retry is not None else active_retry_policy()
+        if policy is not None:
+            no_sdk_retries = getattr(adapter, "without_provider_retries", None)
+            if no_sdk_retries is not None:
+                request = no_sdk_retries(request)
         price = book.lookup(info.model, info.provider)
         span = recorder.start_call_span(info, span_name)
-        call = cls(adapter, request, info, span, chain, price, book)
+        call = cls(adapter, request, info, span, chain, price, book, policy)
         try:
             call._reserve()
         except BaseException as exc:
@@ -127,6 +175,7 @@ class Call(Generic[RequestT]):
             max_reasoning_tokens=info.max_reasoning_tokens,
             choices=choices,
             clampable=info.clampable,
+            calls=1 if self.attempt == 1 else 0,  # a retry is the same call
             worst_usd=worst_usd if price is not None else None,
         )
 
@@ -153,9 +202,99 @@ class Call(Generic[RequestT]):
         attrs: dict[str, AttributeValue] = {names.BUDGET_OUTCOME: names.OUTCOME_REFUSED}
         if isinstance(exc, BudgetExceeded):
             attrs[names.BUDGET_LIMIT_HIT] = exc.limit
+        if self.attempt > 1:
+            attrs[names.RETRY_ATTEMPTS] = self.attempt
         recorder.record_budget(self.span, attrs)
         recorder.end_span(self.span, exc)
         recorder.record_call_metrics(self.info, None, None, None, 0.0, refused=True)
+
+    # -- retries ----------------------------------------------------------------------
+    def on_error(self, error: BaseException) -> RetryDecision:
+        """Decide what the failed current attempt leads to.
+
+        When the decision is to stop, the call is ended (failed) and the caller raises
+        :meth:`final_error`; otherwise the attempt is settled (usage it really consumed
+        is charged, nothing else) and the caller waits ``decision.wait`` seconds, then
+        calls :meth:`next_attempt`."""
+        partial = self.stream_result()
+        policy = self._policy
+        if policy is None:
+            decision = RetryDecision(False, 0.0, "no retry policy", None)
+        else:
+            info = self._classify(error)
+            decision = policy.decide(
+                self.attempt, self._policy_start, error, info, self._time_left()
+            )
+        self._attempt_event(error, decision)
+        if not decision.retry:
+            self._finish(partial, error, {})
+            return decision
+        self._settle_attempt(partial)
+        if policy is not None and policy.before_sleep is not None:
+            try:
+                policy.before_sleep(RetryEvent(self.attempt, error, decision.info, decision.wait))
+            except Exception:
+                logger.warning("tcc_plugin: a before_sleep hook raised (ignored)", exc_info=True)
+        return decision
+
+    def final_error(self, error: BaseException, decision: RetryDecision) -> BaseException:
+        """The exception to raise when ``decision`` stopped retrying ``error``."""
+        if decision.exhausted:
+            return RetriesExhausted(self.attempt, error, decision.reason)
+        return error
+
+    def next_attempt(self) -> None:
+        """Start the next attempt: a fresh reservation (and clamp) for the request."""
+        self.attempt += 1
+        self.request = self._original
+        self._reader = None
+        try:
+            self._reserve()
+        except BaseException as exc:
+            self._refused(exc)
+            raise
+
+    def _classify(self, error: BaseException) -> ErrorInfo | None:
+        classify = getattr(self.adapter, "classify_error", None)
+        info: ErrorInfo | None = None
+        if classify is not None:
+            try:
+                info = classify(error)
+            except Exception:
+                logger.warning("tcc_plugin: classify_error raised (ignored)", exc_info=True)
+        return info if info is not None else classify_error(error)
+
+    def _time_left(self) -> float | None:
+        lefts = [t for t in (b.time_left() for b in self.budgets) if t is not None]
+        return min(lefts) if lefts else None
+
+    def _attempt_event(self, error: BaseException, decision: RetryDecision) -> None:
+        if self._policy is None:
+            return
+        attrs: dict[str, AttributeValue] = {
+            names.RETRY_ATTEMPT: self.attempt,
+            names.ERROR_TYPE: type(error).__qualname__,
+            names.RETRY_DECISION: "retry" if decision.retry else "give_up",
+            names.RETRY_REASON: decision.reason,
+        }
+        if decision.info is not None and decision.info.status is not None:
+            attrs[names.HTTP_STATUS_CODE] = decision.info.status
+        if decision.retry:
+            attrs[names.RETRY_WAIT] = decision.wait
+        recorder.add_event(self.span, names.RETRY_EVENT, attrs)
+
+    def _settle_attempt(self, partial: ResponseInfo | None) -> None:
+        reservation = self.reservation
+        if reservation is None:
+            return
+        calls = reservation.charge.calls  # the call is counted once, on its first attempt
+        usage = partial.usage if partial is not None else None
+        if usage is None:
+            reservation.settle(Charge(calls=calls))
+            return
+        elapsed = time.perf_counter() - self._started
+        cost = self._cost(usage, elapsed, partial.response_model if partial else None)
+        reservation.settle(Charge.of(usage, cost, calls=calls))
 
     # -- span context -----------------------------------------------------------------
     def activated(self) -> AbstractContextManager[Any]:
@@ -221,6 +360,8 @@ class Call(Generic[RequestT]):
         if self.done:
             return
         self.done = True
+        if self._policy is not None:
+            extra[names.RETRY_ATTEMPTS] = self.attempt
         duration = time.perf_counter() - self._started
         usage = response.usage if response is not None else None
         cost: Decimal | None = None
@@ -269,12 +410,14 @@ class Call(Generic[RequestT]):
         reservation = self.reservation
         if reservation is None or not reservation.budgets:
             return {names.BUDGET_OUTCOME: names.OUTCOME_NONE}
+        calls = reservation.charge.calls
         if usage is not None:
-            actual = Charge.of(usage, cost)
+            # a failure after partial output is charged what it consumed
+            actual = Charge.of(usage, cost, calls=calls)
         elif error is None:
             actual = reservation.charge  # no usage reported: never under-charge
         else:
-            actual = Charge(calls=1)  # failed with nothing read: the attempt still counts
+            actual = Charge(calls=calls)  # failed with nothing read: the call still counts
         reservation.settle(actual)
         return _budget_attributes(reservation)
 
@@ -300,6 +443,51 @@ def _number(value: int | Decimal) -> int | float:
 
 
 # -- drivers ------------------------------------------------------------------------------
+def _sleep_of(call: Call[Any]) -> Callable[[float], None]:
+    return call._policy.sleep if call._policy is not None else time.sleep
+
+
+def _async_sleep_of(call: Call[Any]) -> Callable[[float], Awaitable[None]]:
+    return call._policy.async_sleep if call._policy is not None else asyncio.sleep
+
+
+def send_with_retries(call: Call[RequestT], send: Callable[[RequestT], ResponseT]) -> ResponseT:
+    """Send the call's request until it succeeds or the retry policy stops (sync).
+    The call is *not* ended on success: the caller reads the response and succeeds it."""
+    while True:
+        try:
+            with call.activated():
+                return send(call.request)
+        except BaseException as exc:
+            decision = call.on_error(exc)
+            if not decision.retry:
+                final = call.final_error(exc, decision)
+                if final is exc:
+                    raise
+                raise final from exc
+            _sleep_of(call)(decision.wait)
+            call.next_attempt()
+
+
+async def asend_with_retries(
+    call: Call[RequestT], send: Callable[[RequestT], Awaitable[ResponseT]]
+) -> ResponseT:
+    """The async twin of :func:`send_with_retries`."""
+    while True:
+        try:
+            with call.activated():
+                return await send(call.request)
+        except BaseException as exc:
+            decision = call.on_error(exc)
+            if not decision.retry:
+                final = call.final_error(exc, decision)
+                if final is exc:
+                    raise
+                raise final from exc
+            await _async_sleep_of(call)(decision.wait)
+            call.next_attempt()
+
+
 def run(
     adapter: Adapter[RequestT, ResponseT],
     request: RequestT,
@@ -307,15 +495,11 @@ def run(
     *,
     budgets: tuple[Budget, ...] | None = None,
     price_book: PriceBook | None = None,
+    retry: RetryPolicy | None = None,
 ) -> ResponseT:
     """Send ``request`` with ``send`` through the whole lifecycle (sync)."""
-    call = Call.begin(adapter, request, budgets=budgets, price_book=price_book)
-    try:
-        with call.activated():
-            response = send(call.request)
-    except BaseException as exc:
-        call.fail(exc)
-        raise
+    call = Call.begin(adapter, request, budgets=budgets, price_book=price_book, retry=retry)
+    response = send_with_retries(call, send)
     call.succeed(call.read_response(response))
     return response
 
@@ -327,17 +511,44 @@ async def arun(
     *,
     budgets: tuple[Budget, ...] | None = None,
     price_book: PriceBook | None = None,
+    retry: RetryPolicy | None = None,
 ) -> ResponseT:
     """Send ``request`` with ``send`` through the whole lifecycle (async)."""
-    call = Call.begin(adapter, request, budgets=budgets, price_book=price_book)
-    try:
-        with call.activated():
-            response = await send(call.request)
-    except BaseException as exc:
-        call.fail(exc)
-        raise
+    call = Call.begin(adapter, request, budgets=budgets, price_book=price_book, retry=retry)
+    response = await asend_with_retries(call, send)
     call.succeed(call.read_response(response))
     return response
+
+
+def open_stream(
+    adapter: Adapter[RequestT, Any],
+    request: RequestT,
+    send: Callable[[RequestT], Any],
+    *,
+    budgets: tuple[Budget, ...] | None = None,
+    price_book: PriceBook | None = None,
+    retry: RetryPolicy | None = None,
+) -> ObservedStream[Any]:
+    """Open a streamed call (retrying the opening per the policy) and observe it.
+
+    A stream that breaks after chunks reached the caller is not retried (the caller
+    already consumed them); what it had consumed is charged."""
+    call = Call.begin(adapter, request, budgets=budgets, price_book=price_book, retry=retry)
+    return ObservedStream(call, send_with_retries(call, send))
+
+
+async def aopen_stream(
+    adapter: Adapter[RequestT, Any],
+    request: RequestT,
+    send: Callable[[RequestT], Awaitable[Any]],
+    *,
+    budgets: tuple[Budget, ...] | None = None,
+    price_book: PriceBook | None = None,
+    retry: RetryPolicy | None = None,
+) -> AsyncObservedStream[Any]:
+    """The async twin of :func:`open_stream`."""
+    call = Call.begin(adapter, request, budgets=budgets, price_book=price_book, retry=retry)
+    return AsyncObservedStream(call, await asend_with_retries(call, send))
 
 
 class _StreamEnd:
@@ -352,6 +563,7 @@ class _StreamEnd:
         self.call.succeed(self.call.stream_result())
 
     def raised(self, exc: BaseException) -> None:
+        # Chunks already reached the caller: a broken stream is not retried.
         self.call.fail(exc, self.call.stream_result())
 
     def abandoned(self) -> None:
@@ -403,10 +615,8 @@ class ObservedStream(Generic[ChunkT]):
         self.close()
 
     def __del__(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # at interpreter shutdown anything may be gone
             self._end.abandoned()
-        except Exception:  # pragma: no cover - interpreter shutdown
-            pass
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
@@ -458,10 +668,8 @@ class AsyncObservedStream(Generic[ChunkT]):
         await self.aclose()
 
     def __del__(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # at interpreter shutdown anything may be gone
             self._end.abandoned()
-        except Exception:  # pragma: no cover - interpreter shutdown
-            pass
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)

@@ -113,8 +113,14 @@ class TokenPrice:
     def worst_case(self, usage: Usage, *, seconds: float | None = None) -> Decimal | None:
         # Worst case of an as-yet-unknown split: all input uncached or cache-written at
         # the dearest input rate, all output at the dearer of output and reasoning.
-        input_rates = [self.input, self.cache_write or self.input, self.cache_write_1h or self.input]
-        output_rate = max(self.output, self.reasoning if self.reasoning is not None else self.output)
+        input_rates = [
+            self.input,
+            self.cache_write or self.input,
+            self.cache_write_1h or self.input,
+        ]
+        output_rate = max(
+            self.output, self.reasoning if self.reasoning is not None else self.output
+        )
         return (usage.input * max(input_rates) + usage.output * output_rate) / _MTOK
 
 
@@ -128,7 +134,9 @@ class GpuHourPrice:
     max_seconds: float | None = None
 
     @classmethod
-    def of(cls, usd_per_hour: float | str | Decimal, max_seconds: float | None = None) -> GpuHourPrice:
+    def of(
+        cls, usd_per_hour: float | str | Decimal, max_seconds: float | None = None
+    ) -> GpuHourPrice:
         """Build from a plain number of USD per hour."""
         return cls(usd_per_hour=_dec(usd_per_hour), max_seconds=max_seconds)
 
@@ -150,14 +158,24 @@ class _GenaiPrice:
 
     __slots__ = ("_flat", "_model_price")
 
-    _UNITS = ("input_mtok", "cache_read_mtok", "cache_write_mtok", "cache_write_1h_mtok", "output_mtok")
+    _UNITS = (
+        "input_mtok",
+        "cache_read_mtok",
+        "cache_write_mtok",
+        "cache_write_1h_mtok",
+        "output_mtok",
+    )
 
     def __init__(self, model_price: Any) -> None:
         self._model_price = model_price
         values = {unit: getattr(model_price, unit, None) for unit in self._UNITS}
         flat = all(v is None or isinstance(v, Decimal) for v in values.values())
         self._flat: TokenPrice | None = None
-        if flat and isinstance(values["input_mtok"], Decimal) and isinstance(values["output_mtok"], Decimal):
+        if (
+            flat
+            and isinstance(values["input_mtok"], Decimal)
+            and isinstance(values["output_mtok"], Decimal)
+        ):
             self._flat = TokenPrice(
                 input=values["input_mtok"],
                 output=values["output_mtok"],

@@ -11,6 +11,7 @@ from typing import Final
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as _gen_ai
 from opentelemetry.semconv._incubating.metrics import gen_ai_metrics as _gen_ai_metrics
 from opentelemetry.semconv.attributes import error_attributes as _error
+from opentelemetry.semconv.attributes import http_attributes as _http
 from opentelemetry.semconv.attributes import server_attributes as _server
 
 # -- semantic conventions -------------------------------------------------------------
@@ -33,6 +34,7 @@ TOKEN_TYPE: Final = _gen_ai.GEN_AI_TOKEN_TYPE
 INPUT_MESSAGES: Final = _gen_ai.GEN_AI_INPUT_MESSAGES
 OUTPUT_MESSAGES: Final = _gen_ai.GEN_AI_OUTPUT_MESSAGES
 ERROR_TYPE: Final = _error.ERROR_TYPE
+HTTP_STATUS_CODE: Final = _http.HTTP_RESPONSE_STATUS_CODE
 SERVER_ADDRESS: Final = _server.SERVER_ADDRESS
 SERVER_PORT: Final = _server.SERVER_PORT
 
@@ -63,6 +65,11 @@ BUDGET_CLAMPED_MAX_TOKENS: Final = "tcc.budget.clamped.max_tokens"
 BUDGET_CLAMPED_REASONING_TOKENS: Final = "tcc.budget.clamped.reasoning_tokens"
 BUDGET_LIMIT_HIT: Final = "tcc.budget.limit_hit"
 RETRY_ATTEMPTS: Final = "tcc.retry.attempts"
+RETRY_EVENT: Final = "tcc.retry.attempt"
+RETRY_ATTEMPT: Final = "tcc.retry.attempt_number"
+RETRY_DECISION: Final = "tcc.retry.decision"
+RETRY_REASON: Final = "tcc.retry.reason"
+RETRY_WAIT: Final = "tcc.retry.wait_s"
 SAMPLING_PREFIX: Final = "tcc.sampling."
 FORCING_PREFIX: Final = "tcc.forcing."
 

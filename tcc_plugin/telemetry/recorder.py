@@ -23,6 +23,7 @@ from tcc_plugin.telemetry import names
 from tcc_plugin.usage import Usage
 
 __all__ = [
+    "add_event",
     "capture_content",
     "never_raises",
     "record_budget",
@@ -200,6 +201,13 @@ def record_budget(span: Span | None, attributes: Mapping[str, AttributeValue]) -
     """Put the budget outcome and ledger of the innermost budget on ``span``."""
     if span is not None and span.is_recording():
         span.set_attributes(attributes)
+
+
+@never_raises
+def add_event(span: Span | None, name: str, attributes: Mapping[str, AttributeValue]) -> None:
+    """Add an event to ``span``."""
+    if span is not None and span.is_recording():
+        span.add_event(name, attributes)
 
 
 @never_raises

@@ -37,7 +37,9 @@ def chat_body(prompt: int, completion: int, reasoning: int = 0, cached: int = 0)
 
 # o3: $2 input, $0.50 cached, $8 output per million tokens.
 def o3_cost(prompt: int, completion: int, cached: int = 0) -> Decimal:
-    return ((prompt - cached) * Decimal(2) + cached * Decimal("0.5") + completion * Decimal(8)) / 10**6
+    return (
+        (prompt - cached) * Decimal(2) + cached * Decimal("0.5") + completion * Decimal(8)
+    ) / 10**6
 
 
 def attrs(span: ReadableSpan) -> dict[str, Any]:
@@ -84,7 +86,11 @@ def test_metrics_use_semconv_names_and_buckets(telemetry: Telemetry) -> None:
 
     ask()
     tokens = telemetry.metric_points("gen_ai.client.token.usage")
-    by_type = {p.attributes["gen_ai.token.type"]: p for p in tokens if p.attributes.get("gen_ai.request.model") == "o3"}
+    by_type = {
+        p.attributes["gen_ai.token.type"]: p
+        for p in tokens
+        if p.attributes.get("gen_ai.request.model") == "o3"
+    }
     assert by_type["input"].sum >= 123 and by_type["output"].sum >= 7
     assert list(by_type["input"].explicit_bounds)[:4] == [1, 4, 16, 64]
     durations = telemetry.metric_points("gen_ai.client.operation.duration")
@@ -139,7 +145,11 @@ def test_refused_call_never_runs_and_says_why() -> None:
     assert ran == []
     err = exc.value
     assert (err.limit, err.limit_value, err.spent, err.needed, err.budget_name) == (
-        "output_tokens", 499, 0, 500, "tight"
+        "output_tokens",
+        499,
+        0,
+        500,
+        "tight",
     )
     assert "output_tokens limit 499" in str(err)
 
@@ -172,7 +182,10 @@ def test_response_without_usage_is_charged_its_reservation(telemetry: Telemetry)
 def test_unknown_model_without_usd_cap_records_no_cost(telemetry: Telemetry) -> None:
     @llm_call(model="unreleased-model-9", provider="acme")
     def ask() -> dict[str, Any]:
-        return {"model": "unreleased-model-9", "usage": {"prompt_tokens": 3, "completion_tokens": 4}}
+        return {
+            "model": "unreleased-model-9",
+            "usage": {"prompt_tokens": 3, "completion_tokens": 4},
+        }
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -219,7 +232,11 @@ def test_generator_stream(telemetry: Telemetry) -> None:
     @llm_call(model="o3", provider="openai", max_output_tokens=100)
     def stream() -> Iterator[dict[str, Any]]:
         yield {"id": "s", "model": "o3", "choices": [{"index": 0, "delta": {"content": "a"}}]}
-        yield {"id": "s", "model": "o3", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+        yield {
+            "id": "s",
+            "model": "o3",
+            "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+        }
         yield {"id": "s", "model": "o3", "choices": [], "usage": chat_body(40, 30, 20)["usage"]}
 
     with budget(output_tokens=1000) as b:
@@ -292,7 +309,9 @@ def test_content_is_recorded_only_on_opt_in(
 
     class EchoAdapter:
         def describe(self, request: str) -> CallInfo:
-            return CallInfo(model="o3", provider="openai", input_messages=[{"role": "user", "content": request}])
+            return CallInfo(
+                model="o3", provider="openai", input_messages=[{"role": "user", "content": request}]
+            )
 
         def clamp(self, request: str, clamp: Clamp) -> str:
             return request

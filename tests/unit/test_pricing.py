@@ -27,12 +27,11 @@ def test_anthropic_cache_read_five_minute_write_and_thinking() -> None:
     # Claude Sonnet 4.5 (below the 200k-token tier): $3 input, $0.30 cache read,
     # $3.75 five-minute cache write, $15 output; thinking is billed as output.
     # Anthropic's usage: input_tokens=2,000 uncached, cache_read=10,000, cache_creation=3,000.
-    usage = Usage(input=15_000, cached_input=10_000, cache_write=3_000, output=4_000, reasoning=3_000)
+    usage = Usage(
+        input=15_000, cached_input=10_000, cache_write=3_000, output=4_000, reasoning=3_000
+    )
     expected = (
-        2_000 * Decimal(3)
-        + 10_000 * Decimal("0.3")
-        + 3_000 * Decimal("3.75")
-        + 4_000 * Decimal(15)
+        2_000 * Decimal(3) + 10_000 * Decimal("0.3") + 3_000 * Decimal("3.75") + 4_000 * Decimal(15)
     ) / 1_000_000
     assert expected == Decimal("0.08025")
     assert PriceBook().cost(usage, "claude-sonnet-4-5", "anthropic") == expected
@@ -107,8 +106,13 @@ def test_worst_case_bounds_any_split() -> None:
 @settings(max_examples=300, deadline=None)
 @given(
     model=st.sampled_from(
-        [("o3", "openai"), ("gpt-4o", "openai"), ("claude-opus-4-1", "anthropic"),
-         ("deepseek-reasoner", "deepseek"), ("claude-sonnet-4-5", "anthropic")]
+        [
+            ("o3", "openai"),
+            ("gpt-4o", "openai"),
+            ("claude-opus-4-1", "anthropic"),
+            ("deepseek-reasoner", "deepseek"),
+            ("claude-sonnet-4-5", "anthropic"),
+        ]
     ),
     uncached=st.integers(0, 300_000),
     cached=st.integers(0, 300_000),

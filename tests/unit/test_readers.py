@@ -117,7 +117,12 @@ def test_langchain_ai_message() -> None:
     )
     info = read_response(msg)
     assert info.usage == Usage(
-        input=2350, cached_input=2000, cache_write=300, cache_write_1h=100, output=700, reasoning=600
+        input=2350,
+        cached_input=2000,
+        cache_write=300,
+        cache_write_1h=100,
+        output=700,
+        reasoning=600,
     )
     assert info.response_model == "claude-sonnet-4-5"
     assert info.finish_reasons == ("end_turn",)
@@ -132,8 +137,17 @@ def _feed(chunks: list[Any]) -> StreamAccumulator:
 
 def test_openai_chat_stream_usage_from_final_chunk() -> None:
     chunks: list[Any] = [
-        {"id": "c1", "model": "o3", "choices": [{"index": 0, "delta": {"content": "4"}}], "usage": None},
-        {"id": "c1", "model": "o3", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+        {
+            "id": "c1",
+            "model": "o3",
+            "choices": [{"index": 0, "delta": {"content": "4"}}],
+            "usage": None,
+        },
+        {
+            "id": "c1",
+            "model": "o3",
+            "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+        },
         {"id": "c1", "model": "o3", "choices": [], "usage": CHAT["usage"]},
     ]
     info = _feed(chunks).result()

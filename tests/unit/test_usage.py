@@ -51,7 +51,9 @@ def test_usage_error_is_a_value_error() -> None:
 
 
 usages = st.builds(
-    lambda i, c, w, o, r: Usage(input=i + c + w, cached_input=c, cache_write=w, output=o + r, reasoning=r),
+    lambda i, c, w, o, r: Usage(
+        input=i + c + w, cached_input=c, cache_write=w, output=o + r, reasoning=r
+    ),
     *(st.integers(0, 10**9) for _ in range(5)),
 )
 

@@ -1,0 +1,37 @@
+"""The ``tcc`` command: ``tcc demo`` (the main job) and ``tcc report FILE``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+
+__all__ = ["main"]
+
+# subcommand -> (module, one-line help); each module has main(argv) -> int
+_COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("tcc_plugin.demo", "run a small agent task on the embedded local engine"),
+    "report": ("tcc_plugin.report", "summarise a JSON-lines trace file"),
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``tcc`` console script."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(
+        prog="tcc", description="tcc-plugin: test-time compute control"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, help_text) in _COMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    if not args or args[0] in ("-h", "--help") or args[0] not in _COMMANDS:
+        parser.print_help()
+        return 0 if not args or args[0] in ("-h", "--help") else 2
+    module = importlib.import_module(_COMMANDS[args[0]][0])
+    run: Callable[[list[str]], int] = module.main
+    return run(args[1:])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
