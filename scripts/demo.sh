@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The main job: installs the project (first run only), then runs the demo.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/bootstrap.sh"
+cd "$(mktemp -d)"  # the repository root is not an import root (see the README)
+if python -c "import tcc_plugin.demo" 2>/dev/null; then
+  exec tcc demo "$@"
+fi
+exec python "$ROOT/examples/budgeted_agent.py" --traces "$ROOT/tcc-traces.jsonl" "$@"
