@@ -39,7 +39,11 @@ class Overloaded(Exception):
 _flaky = {"left": 1}
 
 
-@llm_call(model="o4-mini", provider="openai", input_tokens=lambda args: 40 + len(args.arguments["question"]) // 4)
+@llm_call(
+    model="o4-mini",
+    provider="openai",
+    input_tokens=lambda args: 40 + len(args.arguments["question"]) // 4,
+)
 def ask(question: str, difficulty: int, max_completion_tokens: int = 6000) -> dict[str, Any]:
     """A reasoning-model call (simulated): hidden reasoning grows with difficulty."""
     if difficulty == 3 and _flaky["left"]:
@@ -72,13 +76,13 @@ def main(argv: list[str] | None = None) -> int:
 
     handle = tcc_plugin.configure("jsonl", path=args.traces, metrics=False)
     refused: list[str] = []
-    with budget(usd=args.usd, policy="clamp", min_output_tokens=256, name="agent") as agent:
-        with RetryPolicy(max_attempts=3, initial_wait=0.01, jitter=0.01):
-            for question, difficulty in QUESTIONS:
-                try:
-                    ask(question, difficulty)
-                except BudgetExceeded as exc:
-                    refused.append(f"{question[:40]}... ({exc.limit})")
+    agent = budget(usd=args.usd, policy="clamp", min_output_tokens=256, name="agent")
+    with agent, RetryPolicy(max_attempts=3, initial_wait=0.01, jitter=0.01):
+        for question, difficulty in QUESTIONS:
+            try:
+                ask(question, difficulty)
+            except BudgetExceeded as exc:
+                refused.append(f"{question[:40]}... ({exc.limit})")
     handle.force_flush()
     handle.shutdown()
 
@@ -96,11 +100,18 @@ def main(argv: list[str] | None = None) -> int:
     table.add_column("value", justify="right")
     table.add_row("calls made / refused", f"{spent.calls} / {len(refused)}")
     table.add_row("tokens (input + output)", f"{spent.total_tokens:,}")
-    table.add_row("reasoning tokens (hidden)", f"{reasoning:,} ({reasoning / max(output, 1):.0%} of output)")
+    table.add_row(
+        "reasoning tokens (hidden)", f"{reasoning:,} ({reasoning / max(output, 1):.0%} of output)"
+    )
     table.add_row("cost (USD)", f"{spent.usd:.6f} of {Decimal(args.usd):.2f}")
-    table.add_row("latency p50 / max (ms)", f"{statistics.median(latencies) * 1e3:.1f} / {max(latencies) * 1e3:.1f}")
+    table.add_row(
+        "latency p50 / max (ms)",
+        f"{statistics.median(latencies) * 1e3:.1f} / {max(latencies) * 1e3:.1f}",
+    )
     table.add_row("retries", str(sum(a.get("tcc.retry.attempts", 1) - 1 for a in attrs)))
-    table.add_row("clamped calls", str(sum(a.get("tcc.budget.outcome") == "clamped" for a in attrs)))
+    table.add_row(
+        "clamped calls", str(sum(a.get("tcc.budget.outcome") == "clamped" for a in attrs))
+    )
     table.add_row("traces", args.traces)
     Console().print(table)
     for line in refused:

@@ -13,7 +13,14 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 def test_budgeted_agent_example(tmp_path: Path) -> None:
     traces = tmp_path / "traces.jsonl"
     out = subprocess.run(
-        [sys.executable, str(EXAMPLES / "budgeted_agent.py"), "--traces", str(traces), "--usd", "0.05"],
+        [
+            sys.executable,
+            str(EXAMPLES / "budgeted_agent.py"),
+            "--traces",
+            str(traces),
+            "--usd",
+            "0.05",
+        ],
         capture_output=True,
         text=True,
         cwd=tmp_path,
