@@ -25,6 +25,7 @@ from decimal import Decimal, InvalidOperation
 from types import TracebackType
 from typing import Literal
 
+from tcc_plugin import _scopes
 from tcc_plugin.adapter import Clamp
 from tcc_plugin.errors import BudgetExceeded
 from tcc_plugin.usage import Usage
@@ -266,7 +267,7 @@ class Budget:
 
     def __enter__(self) -> Budget:
         self.start()
-        _ACTIVE.set((*_ACTIVE.get(), self))
+        _scopes.push(_ACTIVE, self)
         return self
 
     def __exit__(
@@ -275,12 +276,7 @@ class Budget:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        chain = _ACTIVE.get()
-        # Remove the innermost occurrence: scopes exit in the reverse order they entered.
-        for i in range(len(chain) - 1, -1, -1):
-            if chain[i] is self:
-                _ACTIVE.set(chain[:i] + chain[i + 1 :])
-                break
+        _scopes.pop(_ACTIVE, self)
 
     async def __aenter__(self) -> Budget:
         return self.__enter__()

@@ -22,6 +22,7 @@ import tenacity
 from tenacity.stop import stop_base
 from tenacity.wait import wait_base
 
+from tcc_plugin import _scopes
 from tcc_plugin.adapter import ErrorInfo
 from tcc_plugin.errors import TCCError
 
@@ -261,7 +262,7 @@ class RetryPolicy:
 
     # -- as a scope -----------------------------------------------------------------------
     def __enter__(self) -> RetryPolicy:
-        _ACTIVE.set((*_ACTIVE.get(), self))
+        _scopes.push(_ACTIVE, self)
         return self
 
     def __exit__(
@@ -270,12 +271,7 @@ class RetryPolicy:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        stack = _ACTIVE.get()
-        # No tokens: concurrent tasks may enter the same policy; drop the innermost entry.
-        for i in range(len(stack) - 1, -1, -1):
-            if stack[i] is self:
-                _ACTIVE.set(stack[:i] + stack[i + 1 :])
-                break
+        _scopes.pop(_ACTIVE, self)
 
 
 def active_retry_policy() -> RetryPolicy | None:
