@@ -199,8 +199,12 @@ class Budget:
             raise ValueError(f"deadline must be >= 0 seconds, got {deadline!r}")
         if policy not in ("raise", "clamp"):
             raise ValueError(f"policy must be 'raise' or 'clamp', got {policy!r}")
-        if min_output_tokens < 1:
-            raise ValueError("min_output_tokens must be >= 1")
+        if (
+            isinstance(min_output_tokens, bool)
+            or not isinstance(min_output_tokens, int)
+            or min_output_tokens < 1
+        ):
+            raise ValueError(f"min_output_tokens must be an int >= 1, got {min_output_tokens!r}")
         self.limits: dict[str, int | Decimal] = {k: limits[k] for k in LIMITS if k in limits}
         self.deadline = deadline
         self.policy: Policy = policy
@@ -509,7 +513,10 @@ def reserve(demand: Demand, budgets: tuple[Budget, ...] | None = None) -> Reserv
                 raise _refuse(b, limit, need)
         out, thinking = _largest_output(chain, demand)
         floor = max(b.min_output_tokens for b in chain)
-        if out is None or out < floor or (thinking is not None and thinking < 1):
+        # A thinking budget the clamp shrank to nothing is refused; one that was zero
+        # to begin with (thinking off) stays zero while the output shrinks.
+        thinking_gone = thinking is not None and thinking < 1 <= (demand.max_reasoning_tokens or 0)
+        if out is None or out < floor or thinking_gone:
             b, limit = bad[0]
             raise _refuse(b, limit, need)
         clamped = replace(demand, max_output_tokens=out, max_reasoning_tokens=thinking)
