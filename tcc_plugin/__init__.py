@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from tcc_plugin.budget import Budget, active_budgets, budget
 from tcc_plugin.decorator import llm_call
 from tcc_plugin.errors import BudgetExceeded, PriceUnknown, ResponseError, TCCError, UsageError
+from tcc_plugin.instrument import instrument, thinking
 from tcc_plugin.pricing import GpuHourPrice, PriceBook, TokenPrice, default_price_book, set_price
 from tcc_plugin.retry import RetriesExhausted, RetryPolicy
 from tcc_plugin.usage import Usage
@@ -35,8 +36,10 @@ __all__ = [
     "budget",
     "configure",
     "default_price_book",
+    "instrument",
     "llm_call",
     "set_price",
+    "thinking",
 ]
 
 

@@ -42,7 +42,8 @@ class CallInfo:
     adapter can clamp it). ``input_tokens`` is an estimate of the input when known.
     ``choices`` is the number of completions asked for (OpenAI ``n``). ``clampable``
     is false when the adapter cannot lower the request's output cap, so budgets in
-    ``clamp`` mode refuse it instead.
+    ``clamp`` mode refuse it instead; ``min_output_tokens`` is the smallest cap the
+    provider accepts (a clamp below it is a refusal).
     """
 
     model: str | None
@@ -53,6 +54,7 @@ class CallInfo:
     input_tokens: int | None = None
     choices: int = 1
     clampable: bool = True
+    min_output_tokens: int = 1
     stream: bool = False
     server_address: str | None = None
     server_port: int | None = None

@@ -120,6 +120,7 @@ class Demand:
     max_reasoning_tokens: int | None = None
     choices: int = 1
     clampable: bool = True
+    min_output_tokens: int = 1
     calls: int = 1
     worst_usd: Callable[[int | None, int | None], Decimal | None] | None = None
 
@@ -512,7 +513,7 @@ def reserve(demand: Demand, budgets: tuple[Budget, ...] | None = None) -> Reserv
             ):
                 raise _refuse(b, limit, need)
         out, thinking = _largest_output(chain, demand)
-        floor = max(b.min_output_tokens for b in chain)
+        floor = max(demand.min_output_tokens, *(b.min_output_tokens for b in chain))
         # A thinking budget the clamp shrank to nothing is refused; one that was zero
         # to begin with (thinking off) stays zero while the output shrinks.
         thinking_gone = thinking is not None and thinking < 1 <= (demand.max_reasoning_tokens or 0)

@@ -175,6 +175,7 @@ class Call(Generic[RequestT]):
             max_reasoning_tokens=info.max_reasoning_tokens,
             choices=choices,
             clampable=info.clampable,
+            min_output_tokens=info.min_output_tokens,
             calls=1 if self.attempt == 1 else 0,  # a retry is the same call
             worst_usd=worst_usd if price is not None else None,
         )
@@ -195,7 +196,7 @@ class Call(Generic[RequestT]):
             }
             if clamp.max_reasoning_tokens is not None:
                 extra[names.BUDGET_CLAMPED_REASONING_TOKENS] = clamp.max_reasoning_tokens
-            recorder.record_budget(self.span, extra)
+            recorder.set_attributes(self.span, extra)
 
     def _refused(self, exc: BaseException) -> None:
         self.done = True
@@ -204,7 +205,7 @@ class Call(Generic[RequestT]):
             attrs[names.BUDGET_LIMIT_HIT] = exc.limit
         if self.attempt > 1:
             attrs[names.RETRY_ATTEMPTS] = self.attempt
-        recorder.record_budget(self.span, attrs)
+        recorder.set_attributes(self.span, attrs)
         recorder.end_span(self.span, exc)
         recorder.record_call_metrics(self.info, None, None, None, 0.0, refused=True)
 
@@ -301,7 +302,11 @@ class Call(Generic[RequestT]):
         """A context in which the call's span is the current span (for nesting)."""
         if self.span is None:
             return nullcontext()
-        return trace.use_span(self.span, end_on_exit=False)
+        # A failed attempt may be retried: the span's error is recorded once, when the
+        # call ends (end_span), not per attempt.
+        return trace.use_span(
+            self.span, end_on_exit=False, record_exception=False, set_status_on_exception=False
+        )
 
     # -- streams ----------------------------------------------------------------------
     def stream_reader(self) -> StreamReader:
@@ -314,6 +319,8 @@ class Call(Generic[RequestT]):
         """Note one streamed chunk (never raises: a chunk we cannot read is skipped)."""
         if self._ttfc is None:
             self._ttfc = time.perf_counter() - self._started
+            if not self.info.stream:  # e.g. LangChain says only now that it streams
+                recorder.set_attributes(self.span, {names.REQUEST_STREAM: True})
         try:
             self.stream_reader().feed(chunk)
         except Exception:
@@ -570,7 +577,7 @@ class _StreamEnd:
         # Closed or dropped half-read: what was read is charged; when the provider sent
         # no usage yet, the reservation is (flagged as missing usage).
         if not self.call.done:
-            self.call.succeed(self.call.stream_result(), **{"tcc.stream.abandoned": True})
+            self.call.succeed(self.call.stream_result(), **{names.STREAM_ABANDONED: True})
 
 
 class ObservedStream(Generic[ChunkT]):

@@ -33,12 +33,44 @@ __all__ = ["StreamAccumulator", "read_response", "read_usage"]
 _MISSING = object()
 
 
+# How to read a type's fields (0: a mapping, 1: a pydantic v2 model, 2: attributes), and
+# whether a pydantic model class has an attribute (a property, say): both cached per type,
+# as these objects come in a few SDK types only.
+_KINDS: dict[type, int] = {}
+_CLASS_HAS: dict[tuple[type, str], bool] = {}
+
+
+def _kind(cls: type) -> int:
+    if issubclass(cls, Mapping):
+        return 0
+    return 1 if hasattr(cls, "__pydantic_fields__") else 2
+
+
 def _get(obj: Any, key: str, default: Any = None) -> Any:
     if obj is None:
         return default
-    if type(obj) is dict:  # the common case, without an ABC isinstance check
+    cls = type(obj)
+    if cls is dict:  # the common case, without an ABC isinstance check
         return obj.get(key, default)
-    if isinstance(obj, Mapping):
+    kind = _KINDS.get(cls)
+    if kind is None:
+        kind = _KINDS[cls] = _kind(cls)
+    if kind == 1:
+        # The SDKs' responses: fields live in __dict__, extra ones in __pydantic_extra__;
+        # a missing attribute would cost pydantic's __getattr__ and an exception, and
+        # most of what is probed here is missing.
+        found = obj.__dict__.get(key, _MISSING)
+        if found is not _MISSING:
+            return found
+        extra = getattr(obj, "__pydantic_extra__", None)
+        if extra and key in extra:
+            return extra[key]
+        has = _CLASS_HAS.get((cls, key))
+        if has is None:
+            has = _CLASS_HAS[(cls, key)] = hasattr(cls, key)
+        if not has:
+            return default
+    elif kind == 0:
         return obj.get(key, default)
     return getattr(obj, key, default)
 

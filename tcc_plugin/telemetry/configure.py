@@ -33,7 +33,6 @@ from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 from opentelemetry.sdk.trace.export import (
-    BatchSpanProcessor,
     ConsoleSpanExporter,
     SimpleSpanProcessor,
     SpanExporter,
@@ -41,6 +40,7 @@ from opentelemetry.sdk.trace.export import (
 
 from tcc_plugin.exporters.jsonl import JsonLinesMetricExporter, JsonLinesSpanExporter
 from tcc_plugin.telemetry import names
+from tcc_plugin.telemetry.delivery import GuardedBatchProcessor, SpanDeliveryStats
 
 __all__ = ["DEFAULT_EXPORT_TIMEOUT_S", "DEFAULT_PATH", "EXPORTERS", "TelemetryHandle", "configure"]
 
@@ -178,6 +178,8 @@ class TelemetryHandle:
     metrics go through), ``trace_exporters`` and ``metric_exporters`` (names actually
     attached, e.g. ``("jsonl",)``), ``traces_path`` and ``metrics_path`` (the JSON-lines
     files, or ``None``), ``enabled`` (``False`` under ``OTEL_SDK_DISABLED``).
+    :attr:`dropped_spans` and :meth:`span_delivery` count the spans the exporters could
+    not deliver: a collector that is down never slows or breaks a call.
 
     The global providers stay installed after :meth:`shutdown` (OpenTelemetry allows
     setting them once per process); only the exporters this call added stop. The SDK
@@ -218,6 +220,23 @@ class TelemetryHandle:
             f"TelemetryHandle(enabled={self.enabled}, trace_exporters={self.trace_exporters},"
             f" metric_exporters={self.metric_exporters})"
         )
+
+    def span_delivery(self) -> dict[str, SpanDeliveryStats]:
+        """Per span exporter (``"jsonl"``, ``"otlp-http"``...), how many spans it exported
+        and how many it dropped: the export failed (collector down, disk full), its queue
+        was full, or they were still queued at shutdown. Console output is not counted."""
+        return {
+            processor.name: processor.stats
+            for processor in self._processors
+            if isinstance(processor, GuardedBatchProcessor)
+        }
+
+    @property
+    def dropped_spans(self) -> int:
+        """Spans that this configuration's exporters could not deliver, summed over them.
+        They are also counted by the ``tcc.telemetry.dropped_spans`` metric, except those
+        still queued when a shutdown gave up on the exporter."""
+        return sum(stats.dropped for stats in self.span_delivery().values())
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         """Export what is buffered now; ``False`` if something could not. Never raises.
@@ -651,10 +670,11 @@ def _metric_exporter(
 
 def _processor_for(name: str, exporter: SpanExporter) -> SpanProcessor:
     # Console output is for a person watching; everything else is batched off the
-    # caller's thread so a slow disk or a dead collector never delays a call.
+    # caller's thread so a slow disk or a dead collector never delays a call, and what
+    # could not be delivered is counted (TelemetryHandle.dropped_spans).
     if name == "console":
         return SimpleSpanProcessor(exporter)
-    return BatchSpanProcessor(exporter)
+    return GuardedBatchProcessor(exporter, name)
 
 
 # -- small helpers -------------------------------------------------------------------------

@@ -26,9 +26,9 @@ __all__ = [
     "add_event",
     "capture_content",
     "never_raises",
-    "record_budget",
     "record_call_metrics",
     "record_response",
+    "set_attributes",
     "start_call_span",
     "tracer",
 ]
@@ -197,8 +197,8 @@ def record_response(
 
 
 @never_raises
-def record_budget(span: Span | None, attributes: Mapping[str, AttributeValue]) -> None:
-    """Put the budget outcome and ledger of the innermost budget on ``span``."""
+def set_attributes(span: Span | None, attributes: Mapping[str, AttributeValue]) -> None:
+    """Set ``attributes`` on ``span`` (a no-op on a span that is not recording)."""
     if span is not None and span.is_recording():
         span.set_attributes(attributes)
 

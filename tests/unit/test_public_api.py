@@ -26,8 +26,10 @@ PUBLIC = [
     "budget",
     "configure",
     "default_price_book",
+    "instrument",
     "llm_call",
     "set_price",
+    "thinking",
 ]
 
 

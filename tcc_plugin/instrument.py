@@ -1,0 +1,144 @@
+"""``instrument(client)``: every call of a provider client budgeted, priced and traced.
+
+:func:`instrument` dispatches on the client's package (``openai``, ``anthropic``) to the
+matching integration, imported only then: importing :mod:`tcc_plugin` imports no
+provider SDK.
+
+A provider-neutral *thinking budget* is either a number of tokens or an effort level
+(:data:`Effort`). Each integration maps it to its provider's knob (OpenAI
+``reasoning_effort`` / ``reasoning.effort``; Anthropic ``thinking.budget_tokens`` or
+adaptive thinking with ``output_config.effort``). It is set for a client
+(``instrument(client, thinking="low")``) or for a block of code
+(``with thinking(8000): ...``, which wins over the client's), and never overrides a knob
+the request sets itself.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from importlib import import_module
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, get_args
+
+if TYPE_CHECKING:
+    from tcc_plugin.pricing import PriceBook
+    from tcc_plugin.retry import RetryPolicy
+
+__all__ = [
+    "EFFORTS",
+    "EFFORT_TOKENS",
+    "Effort",
+    "Thinking",
+    "check_thinking",
+    "current_thinking",
+    "instrument",
+    "thinking",
+]
+
+Effort = Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"]
+"""Effort levels, from none to max (OpenAI's names; Anthropic's are a subset)."""
+
+Thinking = int | Effort
+"""A thinking budget: a number of tokens, or an effort level."""
+
+EFFORTS: Final[tuple[Effort, ...]] = get_args(Effort)
+
+EFFORT_TOKENS: Final[Mapping[str, int]] = {
+    "none": 0,
+    "minimal": 1024,
+    "low": 2048,
+    "medium": 8192,
+    "high": 16384,
+    "xhigh": 32768,
+    "max": 65536,
+}
+"""The thinking tokens an effort level stands for, where a provider wants a number
+(Anthropic ``budget_tokens`` on models before Claude 4.6); read backwards (the largest
+level at or below a number of tokens) where a provider wants a level."""
+
+ClientT = TypeVar("ClientT")
+
+_INTEGRATIONS: Final = {
+    "openai": "tcc_plugin.integrations.openai",
+    "anthropic": "tcc_plugin.integrations.anthropic",
+}
+
+# Empty outside any thinking() block, else a 1-tuple holding the block's budget.
+_SCOPE: contextvars.ContextVar[tuple[Thinking | None, ...]] = contextvars.ContextVar(
+    "tcc_plugin_thinking", default=()
+)
+
+
+def check_thinking(value: object) -> Thinking | None:
+    """``value`` if it is a valid thinking budget (or ``None``); else ``ValueError``."""
+    if value is None:
+        return None
+    for level in EFFORTS:
+        if value == level:
+            return level
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    raise ValueError(
+        f"a thinking budget is a number of tokens (>= 0) or one of {', '.join(EFFORTS)}; "
+        f"got {value!r}"
+    )
+
+
+@contextmanager
+def thinking(budget: Thinking | None) -> Iterator[None]:
+    """Give calls of instrumented clients inside the block this thinking budget.
+
+    ``budget`` is a number of tokens or an effort level; ``None`` turns the client's
+    default off for the block (requests keep whatever knob they set themselves).
+    Scopes nest; the innermost wins. Follows threads started with a copied context and
+    asyncio tasks, like budgets."""
+    token = _SCOPE.set((check_thinking(budget),))
+    try:
+        yield
+    finally:
+        _SCOPE.reset(token)
+
+
+def current_thinking(default: Thinking | None = None) -> Thinking | None:
+    """The thinking budget of the innermost :func:`thinking` block, else ``default``."""
+    scoped = _SCOPE.get()
+    return scoped[0] if scoped else default
+
+
+def _integration_for(client: object) -> Any:
+    for cls in type(client).__mro__:
+        root = (cls.__module__ or "").split(".", 1)[0]
+        if root in _INTEGRATIONS:
+            return import_module(_INTEGRATIONS[root])
+    raise TypeError(
+        f"tcc_plugin.instrument() supports openai.OpenAI / AsyncOpenAI and anthropic.Anthropic "
+        f"/ AsyncAnthropic clients (and their subclasses); got {type(client).__qualname__}. "
+        "Wrap other callables with @tcc_plugin.llm_call."
+    )
+
+
+def instrument(
+    client: ClientT,
+    *,
+    price_book: PriceBook | None = None,
+    retry: RetryPolicy | None = None,
+    thinking: Thinking | None = None,
+) -> ClientT:
+    """Instrument ``client`` in place and return it.
+
+    Every chat completion, Responses API and legacy completion call of an OpenAI client,
+    and every messages call of an Anthropic client (sync, async, streamed, and the SDKs'
+    stream helpers), then goes through the tcc-plugin lifecycle: reserved against the
+    active budgets (and clamped in ``clamp`` mode), traced with GenAI semantic-convention
+    spans and metrics, priced from ``price_book`` (default: the process-wide book), and
+    retried per ``retry`` (else a policy entered around the call), with the SDK's own
+    retries turned off while ours run. ``thinking`` is the client's default thinking
+    budget (tokens or an effort level). Copies made with ``client.with_options(...)``
+    are instrumented alike. Calling it again replaces the settings.
+    """
+    module = _integration_for(client)
+    result: ClientT = module.instrument(
+        client, price_book=price_book, retry=retry, thinking=check_thinking(thinking)
+    )
+    return result
