@@ -1,0 +1,476 @@
+"""The sampling engine: every decision of a group, in one place.
+
+The engine decides what to launch (concurrency limit, budget admission), turns what a
+sample returned into a candidate (extraction, verification, vote weight), keeps the
+tally, asks the stop rule, picks the winner and builds the result. The drivers
+(:mod:`tcc_plugin.sampling._sync` with threads, :mod:`tcc_plugin.sampling._async` with
+asyncio tasks) only carry its decisions out: they start what :meth:`Engine.launches`
+returns, run each sample's :meth:`Engine.job` (a generator that yields the two
+steps that need I/O: *call the sample*, *call the verifier*), report what finished and
+cancel what :meth:`Engine.to_cancel` says.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import inspect
+import logging
+import threading
+import time
+from collections.abc import Callable, Generator, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Any, Generic, TypeVar
+
+from tcc_plugin.budget import Budget, Charge, Demand, using
+from tcc_plugin.errors import BudgetExceeded
+from tcc_plugin.sampling.admission import Admission, Slot, has_room, needs_admission
+from tcc_plugin.sampling.extract import Extractor, text_of
+from tcc_plugin.sampling.result import Candidate, SamplingResult, StopReason, Verdict
+from tcc_plugin.sampling.stopping import SamplingState, StopRule, stop_any
+from tcc_plugin.sampling.verifiers import Verifier
+from tcc_plugin.sampling.voting import Tally, VoteRule
+
+__all__ = [
+    "CallSample",
+    "CallVerifier",
+    "Engine",
+    "GroupSpec",
+    "Job",
+    "Launch",
+    "SampleContext",
+    "Step",
+    "current_sample",
+    "is_async_callable",
+]
+
+logger = logging.getLogger("tcc_plugin.sampling")
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class GroupSpec:
+    """What a group was asked to do (validated by the public functions)."""
+
+    method: str
+    samples: tuple[Callable[[], Any], ...]
+    n: int
+    concurrency: int
+    extract: Extractor | None
+    verifier: Verifier | None
+    vote: VoteRule | None
+    stop: StopRule | None
+    per_sample: Demand | Charge | None
+    timeout: float | None
+    name: str
+
+
+class SampleContext:
+    """What a running sample can ask about itself (:func:`current_sample`): its
+    ``index`` and whether the group no longer needs it (``cancelled``). A synchronous
+    sample (run in a thread, which cannot be interrupted) may poll ``cancelled`` to
+    stop early, e.g. between stream chunks."""
+
+    __slots__ = ("_event", "index")
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self._event = threading.Event()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    def __repr__(self) -> str:
+        return f"SampleContext(index={self.index}, cancelled={self.cancelled})"
+
+
+_CURRENT: contextvars.ContextVar[SampleContext | None] = contextvars.ContextVar(
+    "tcc_sampling_current", default=None
+)
+
+
+def current_sample() -> SampleContext | None:
+    """The sample running in this context (``None`` outside a sampling group)."""
+    return _CURRENT.get()
+
+
+class Launch:
+    """One launched sample: its callable, its budget slot and its context."""
+
+    __slots__ = ("chain", "context", "fn", "index", "slot")
+
+    def __init__(
+        self, index: int, fn: Callable[[], Any], slot: Slot | None, chain: tuple[Budget, ...]
+    ) -> None:
+        self.index = index
+        self.fn = fn
+        self.slot = slot
+        self.chain = chain
+        self.context = SampleContext(index)
+
+    @contextmanager
+    def entered(self) -> Iterator[None]:
+        """Run the sample's own code in here: it is then the current sample, and with a
+        budget slot its calls charge the slot (settled into the caller's budgets on
+        exit), else the group's chain."""
+        token = _CURRENT.set(self.context)
+        try:
+            if self.slot is None:
+                yield
+            else:
+                self.slot.budget.start()
+                try:
+                    with using(self.chain):
+                        yield
+                finally:
+                    self.slot.settle()
+        finally:
+            _CURRENT.reset(token)
+
+    def call_sync(self) -> Any:
+        """Call the sample (in a worker thread)."""
+        with self.entered():
+            value = self.fn()
+            if inspect.isawaitable(value):
+                if inspect.iscoroutine(value):
+                    value.close()
+                raise TypeError(
+                    "the sample returned an awaitable: use abest_of_n / aself_consistency "
+                    "for async samples"
+                )
+            return value
+
+    async def call_async(self) -> Any:
+        """Call the sample (in an asyncio task). A synchronous callable runs on the
+        event loop; one that returns an awaitable (a ``lambda`` around an async call)
+        is awaited."""
+        with self.entered():
+            value = self.fn()
+            if inspect.isawaitable(value):
+                return await value
+            _warn_sync_sample(self.fn)
+            return value
+
+    def cancel(self) -> None:
+        self.context.cancel()
+
+    def release_unstarted(self) -> None:
+        """Give back the slot of a sample that was cancelled before it ever ran (one
+        that ran settles its slot itself; settling is idempotent)."""
+        if self.slot is not None:
+            self.slot.settle()
+
+
+def _note(exc: BaseException, note: str) -> None:
+    add_note = getattr(exc, "add_note", None)  # Python 3.11+
+    if callable(add_note):
+        add_note(note)
+
+
+_warned_sync: set[int] = set()
+
+
+def _warn_sync_sample(fn: Callable[[], Any]) -> None:
+    key = id(getattr(fn, "__code__", fn))
+    if key not in _warned_sync:
+        _warned_sync.add(key)
+        logger.warning(
+            "tcc_plugin.sampling: sample %r is synchronous; in an async group it runs on "
+            "the event loop, one at a time. Use the sync best_of_n/self_consistency, or "
+            "make the sample async.",
+            getattr(fn, "__qualname__", fn),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CallSample:
+    """Step: call the sample of ``launch`` (inside ``launch.entered()``)."""
+
+    launch: Launch
+
+
+@dataclass(frozen=True, slots=True)
+class CallVerifier:
+    """Step: score ``candidate`` with ``verifier``."""
+
+    verifier: Verifier
+    candidate: Candidate[Any]
+
+
+Step = CallSample | CallVerifier
+Job = Generator[Step, Any, Candidate[Any]]
+
+
+def is_async_callable(fn: Callable[..., Any]) -> bool:
+    """Whether calling ``fn`` returns a coroutine, by its declaration."""
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004
+    )
+
+
+class Engine(Generic[T]):
+    """The decisions of one sampling group (used by one driver, from one thread)."""
+
+    def __init__(
+        self,
+        spec: GroupSpec,
+        chain: tuple[Budget, ...],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.spec = spec
+        self.outer = chain
+        self._clock = clock
+        # A private scope with no limits: it charges nothing, records everything the
+        # group's calls spend. Outermost, so the caller's innermost budget stays the
+        # one call spans report.
+        self.ledger = Budget(name=f"tcc.sampling.{spec.method}")
+        self.chain: tuple[Budget, ...] = (self.ledger, *chain)
+        self._admission = (
+            Admission(spec.per_sample, chain)
+            if spec.per_sample is not None and needs_admission(chain)
+            else None
+        )
+        self._running: dict[int, Launch] = {}
+        self._candidates: dict[int, Candidate[T]] = {}
+        self._tally = Tally()
+        self._best: tuple[float, int] | None = None  # (score, -index) of the best candidate
+        self._next = 0
+        self._closed = False  # no more launches
+        self._stopping = False  # stop decided: cancel what runs
+        self._reason: StopReason = "all_done"
+        self._rule: str | None = None
+        self._budget_limited = False
+        self._budget_error: BudgetExceeded | None = None
+        self._started = clock()
+        self._ends: list[tuple[float, StopReason]] = []
+        if spec.timeout is not None:
+            self._ends.append((self._started + spec.timeout, "timeout"))
+        lefts = [t for t in (b.time_left() for b in chain) if t is not None]
+        if lefts:
+            self._ends.append((self._started + min(lefts), "deadline"))
+
+    # -- launching ----------------------------------------------------------------------
+    def launches(self) -> list[Launch]:
+        """The samples to start now (none once the group is closed)."""
+        out: list[Launch] = []
+        spec = self.spec
+        while not self._closed and self._next < spec.n and len(self._running) < spec.concurrency:
+            index = self._next
+            slot: Slot | None = None
+            try:
+                if self._admission is not None:
+                    slot = self._admission.admit(index)
+                else:
+                    refusal = has_room(self.outer)
+                    if refusal is not None:
+                        raise refusal
+            except BudgetExceeded as exc:
+                # Running samples will settle (usually far below their worst case):
+                # try again when one finishes. With nothing running, no room will come.
+                if self._budget_error is None:
+                    self._budget_error = exc
+                if not self._running:
+                    self._budget_stop(exc)
+                break
+            self._next += 1
+            chain = (self.ledger, slot.budget) if slot is not None else self.chain
+            launch = Launch(index, spec.samples[index % len(spec.samples)], slot, chain)
+            self._running[index] = launch
+            out.append(launch)
+        if self._next >= spec.n:
+            self._closed = True
+        return out
+
+    def _budget_stop(self, exc: BudgetExceeded) -> None:
+        """The budget cannot pay for more samples: launch no more."""
+        self._closed = True
+        self._budget_limited = True
+        if self._budget_error is None:
+            self._budget_error = exc
+
+    # -- one sample ---------------------------------------------------------------------
+    def job(self, launch: Launch) -> Job:
+        """The work of one sample, as steps for a driver; returns its candidate."""
+        spec = self.spec
+        index = launch.index
+        started = time.perf_counter()
+        try:
+            value = yield CallSample(launch)
+        except BudgetExceeded as exc:
+            if launch.slot is not None and exc.budget_name == launch.slot.budget.name:
+                _note(
+                    exc,
+                    "tcc_plugin.sampling: this sample's calls need more than its per_sample "
+                    "worst case: raise per_sample (the input bound of instrumented calls is "
+                    "the request's size in bytes)",
+                )
+            return Candidate(index, "refused", error=exc, latency=time.perf_counter() - started)
+        except Exception as exc:
+            return Candidate(index, "failed", error=exc, latency=time.perf_counter() - started)
+        latency = time.perf_counter() - started
+        try:
+            text = text_of(value)
+            answer = spec.extract(value) if spec.extract is not None else None
+        except Exception as exc:  # a user extractor failed
+            return Candidate(index, "failed", value=value, error=exc, latency=latency)
+        candidate: Candidate[Any] = Candidate(
+            index, "ok", value=value, text=text, answer=answer, latency=latency
+        )
+        voting = spec.vote is not None
+        if spec.verifier is not None and not (voting and answer is None):
+            try:
+                verdict = yield CallVerifier(spec.verifier, candidate)
+                if not isinstance(verdict, Verdict):
+                    raise TypeError(f"verifier returned {type(verdict).__name__}, not Verdict")
+                candidate = replace(candidate, verdict=verdict)
+            except Exception as exc:
+                candidate = replace(candidate, error=exc)
+        if spec.vote is not None and answer is not None:
+            try:
+                candidate = replace(candidate, weight=spec.vote.weight(candidate))
+            except Exception as exc:
+                candidate = replace(candidate, error=exc)
+        return candidate
+
+    # -- what the drivers report --------------------------------------------------------
+    def finished(self, index: int, candidate: Candidate[T]) -> None:
+        """Sample ``index`` finished with ``candidate`` (decide with :meth:`decide`)."""
+        self._running.pop(index, None)
+        self._candidates[index] = candidate
+        if candidate.status == "refused":
+            assert isinstance(candidate.error, BudgetExceeded)
+            self._budget_stop(candidate.error)
+        if not candidate.ok:
+            return
+        if self.spec.vote is not None:
+            self._tally.add(candidate.answer, candidate.weight, index)
+        score = candidate.score
+        if score is not None and (self._best is None or (score, -index) > self._best):
+            self._best = (score, -index)
+
+    def crashed(self, index: int, error: BaseException) -> None:
+        """The driver could not run sample ``index`` at all."""
+        self.finished(index, Candidate(index, "failed", error=error))
+
+    def cancelled(self, index: int) -> None:
+        """Sample ``index`` was cancelled (or abandoned) by the driver."""
+        launch = self._running.pop(index, None)
+        if launch is not None:
+            launch.cancel()
+        self._candidates[index] = Candidate(index, "cancelled")
+
+    def decide(self) -> None:
+        """Ask the stop rule, after a batch of finished samples."""
+        if self._stopping or self.spec.stop is None:
+            return
+        state = self.state()
+        if state.remaining == 0:
+            return
+        rule = self.spec.stop
+        if rule(state):
+            fired = rule.fired(state) if isinstance(rule, stop_any) else rule
+            self._stop("rule", repr(fired))
+
+    def expire(self) -> None:
+        """Called when :meth:`wait_timeout` passed with nothing finished."""
+        now = self._clock()
+        due = [reason for at, reason in sorted(self._ends) if at <= now]
+        if due:
+            self._stop(due[0], None)
+
+    def _stop(self, reason: StopReason, rule: str | None) -> None:
+        self._stopping = True
+        self._closed = True
+        self._reason = reason
+        self._rule = rule
+
+    # -- what the drivers ask -----------------------------------------------------------
+    @property
+    def stopping(self) -> bool:
+        """A stop was decided: cancel what :meth:`to_cancel` returns and finish."""
+        return self._stopping
+
+    def to_cancel(self) -> list[Launch]:
+        return list(self._running.values())
+
+    def wait_timeout(self) -> float | None:
+        """How long the driver may wait for the next finished sample."""
+        if not self._ends:
+            return None
+        return max(0.0, min(at for at, _ in self._ends) - self._clock())
+
+    def state(self) -> SamplingState:
+        spec = self.spec
+        counts = [c.status for c in self._candidates.values()]
+        return SamplingState(
+            requested=spec.n,
+            launched=self._next,
+            completed=counts.count("ok"),
+            failed=counts.count("failed") + counts.count("refused"),
+            in_flight=len(self._running),
+            pending=0 if self._closed else spec.n - self._next,
+            ranking=self._tally.snapshot(),
+            abstained=self._tally.abstained,
+            best_score=None if self._best is None else self._best[0],
+            max_weight=None if spec.vote is None else spec.vote.max_weight,
+            elapsed=self._clock() - self._started,
+        )
+
+    # -- the outcome --------------------------------------------------------------------
+    def first_error(self) -> BaseException | None:
+        """Why nothing completed: the first sample's error, or the budget's refusal."""
+        for index in sorted(self._candidates):
+            error = self._candidates[index].error
+            if self._candidates[index].status in ("failed", "refused") and error is not None:
+                return error
+        return self._budget_error
+
+    def _winner(self) -> Candidate[T] | None:
+        completed = [c for c in self._candidates.values() if c.ok]
+        if self.spec.vote is not None:
+            leader = self._tally.leader
+            if leader is None:
+                return None
+            mine = [c for c in completed if c.answer == leader and c.weight is not None]
+            return min(mine, key=lambda c: (-(c.weight or 0.0), c.index))
+        scored = [c for c in completed if c.score is not None]
+        if not scored:
+            return None
+        return min(scored, key=lambda c: (-(c.score or 0.0), c.index))
+
+    def result(self) -> SamplingResult[T]:
+        spec = self.spec
+        candidates = tuple(self._candidates[i] for i in sorted(self._candidates))
+        statuses = [c.status for c in candidates]
+        winner = self._winner()
+        cancelled = statuses.count("cancelled")
+        reason: StopReason = self._reason
+        if not self._stopping:
+            reason = "budget" if self._budget_limited else "all_done"
+        return SamplingResult(
+            method=spec.method,
+            winner=winner,
+            answer=None if winner is None else winner.answer,
+            candidates=candidates,
+            votes=self._tally.votes,
+            counts=self._tally.counts,
+            margin=self._tally.margin,
+            requested=spec.n,
+            launched=self._next,
+            completed=statuses.count("ok"),
+            failed=statuses.count("failed"),
+            refused=statuses.count("refused"),
+            cancelled=cancelled,
+            stopped_early=self._stopping and (cancelled > 0 or self._next < spec.n),
+            stop_reason=reason,
+            stop_rule=self._rule,
+            budget_limited=self._budget_limited,
+            spent=self.ledger.spent,
+            elapsed=self._clock() - self._started,
+        )

@@ -1,0 +1,269 @@
+"""The code verifier: candidate code runs against tests in a sandboxed child process.
+
+Proves: it never runs in the caller's process; a runaway candidate (and what it
+started) is killed; memory is capped; the child cannot reach a loopback server that the
+caller itself can reach.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tcc_plugin.sampling import Candidate, best_of_n, code_verifier, extract_code
+from tcc_plugin.sampling.code_verifier import namespace_sandbox_available
+
+pytestmark = pytest.mark.skipif(os.name != "posix", reason="POSIX sandbox")
+
+GUARD = 30.0
+ADD_TESTS = ["assert add(1, 2) == 3", "assert add(-1, 1) == 0", "assert add(2, 2) == 4"]
+MODES = [
+    pytest.param(
+        "namespace",
+        marks=pytest.mark.skipif(not namespace_sandbox_available(), reason="no network namespaces"),
+    ),
+    "audit",
+]
+
+
+def cand(value: Any) -> Candidate[Any]:
+    return Candidate(0, "ok", value=value)
+
+
+def alive(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return "\nState:\tZ" not in status
+
+
+def processes_with(marker: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if marker.encode() in cmdline and alive(int(entry.name)):
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.fixture
+def loopback_server() -> Iterator[tuple[int, list[Any]]]:
+    """A TCP server on 127.0.0.1 that counts the connections it accepts."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    server.settimeout(0.2)
+    accepted: list[Any] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, addr = server.accept()
+            except (TimeoutError, OSError):
+                continue
+            accepted.append(addr)
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield server.getsockname()[1], accepted
+    stop.set()
+    thread.join(GUARD)
+    server.close()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_scores_the_fraction_of_tests_passed(mode: str) -> None:
+    v = code_verifier(ADD_TESTS, network=mode, timeout=GUARD)  # type: ignore[arg-type]
+    good = v.verify(cand("def add(a, b):\n    return a + b\n"))
+    assert good.score == 1.0 and good.details["outcome"] == "passed"
+    assert good.details["sandbox"] == ("namespace" if mode == "namespace" else "audit-hook")
+    half = v.verify(cand("def add(a, b):\n    return 3\n"))
+    assert half.score == pytest.approx(1 / 3) and half.details["outcome"] == "failed"
+    assert half.details["passed"] == 1 and half.details["total"] == 3
+    assert half.details["failures"][0] is None and "AssertionError" in half.details["failures"][1]
+    broken = v.verify(cand("def add(a, b) return a"))
+    assert broken.score == 0.0 and broken.details["outcome"] == "error"
+    assert "SyntaxError" in broken.details["error"]
+
+
+def test_code_is_read_from_fenced_blocks() -> None:
+    reply = (
+        "Here you go:\n```python\ndef add(a, b):\n    return a + b\n```\n"
+        "and a shell:\n```sh\nls\n```"
+    )
+    assert extract_code(reply) == "def add(a, b):\n    return a + b\n"
+    assert extract_code("```\nx = 1\n```") == "x = 1\n"
+    assert extract_code("```js\nlet x\n```") == "let x\n"
+    assert extract_code("x = 2") == "x = 2"
+    assert extract_code(None) is None
+    v = code_verifier("assert add(2, 3) == 5", timeout=GUARD)
+    assert v.verify(cand(reply)).score == 1.0
+    nothing = v.verify(cand(None))
+    assert nothing.score == 0.0 and nothing.details["outcome"] == "no-code"
+
+
+def test_never_runs_in_the_callers_process(tmp_path: Path) -> None:
+    out = tmp_path / "pid"
+    code = (
+        "import os\nos.environ['TCC_LEAK'] = '1'\n"
+        f"open({str(out)!r}, 'w').write(str(os.getpid()))\nLEAKED = True"
+    )
+    v = code_verifier("assert LEAKED", network="audit", timeout=GUARD)
+    assert v.verify(cand(code)).score == 1.0
+    assert int(out.read_text()) != os.getpid()
+    assert "TCC_LEAK" not in os.environ and "LEAKED" not in globals()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_child_cannot_reach_a_loopback_server(
+    mode: str, loopback_server: tuple[int, list[Any]]
+) -> None:
+    port, accepted = loopback_server
+    connect = f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=5).close()"
+    raw = f"import socket\ns = socket.socket()\ns.settimeout(5)\ns.connect(('127.0.0.1', {port}))"
+    # The server is reachable: the caller itself connects.
+    exec(connect, {})
+    assert _eventually(lambda: len(accepted) == 1)
+    v = code_verifier([connect, raw], network=mode, timeout=GUARD)  # type: ignore[arg-type]
+    verdict = v.verify(cand("pass"))
+    assert verdict.score == 0.0 and verdict.details["outcome"] == "failed"
+    failures = " ".join(verdict.details["failures"])
+    expected = "Network is unreachable" if mode == "namespace" else "sandbox: socket"
+    assert expected in failures
+    assert len(accepted) == 1  # nothing from the child ever arrived
+
+
+def test_audit_sandbox_also_blocks_dns_processes_and_ctypes() -> None:
+    tests = [
+        "import socket\nsocket.getaddrinfo('localhost', 80)",
+        "import subprocess\nsubprocess.run(['true'])",
+        "import os\nos.system('true')",
+        "import ctypes\nctypes.CDLL(None)",
+    ]
+    verdict = code_verifier(tests, network="audit", timeout=GUARD).verify(cand("pass"))
+    assert verdict.score == 0.0
+    assert all("PermissionError: sandbox:" in f for f in verdict.details["failures"])
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_runaway_candidate_is_killed(mode: str, tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    code = (
+        f"import os\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))\nwhile True:\n    pass\n"
+    )
+    v = code_verifier("assert True", network=mode, timeout=0.5)  # type: ignore[arg-type]
+    verdict = v.verify(cand(code))
+    assert verdict.score == 0.0 and verdict.details["outcome"] == "timeout"
+    assert verdict.details["returncode"] == -9  # SIGKILL
+    if mode == "audit":  # same PID namespace: the pid it wrote is real
+        assert not alive(int(pid_file.read_text()))
+
+
+@pytest.mark.skipif(not namespace_sandbox_available(), reason="no network namespaces")
+def test_what_a_runaway_candidate_started_dies_with_it() -> None:
+    marker = f"{600 + uuid.uuid4().int % 10**6 / 10**7:.7f}"  # a unique `sleep` argument
+    code = (
+        "import subprocess, time\n"
+        f"subprocess.Popen(['sleep', '{marker}'], start_new_session=True)\n"  # escapes the group
+        "while True:\n    time.sleep(0.01)\n"
+    )
+    v = code_verifier("assert True", network="namespace", timeout=1.0)
+    verdict = v.verify(cand(code))
+    assert verdict.details["outcome"] == "timeout"
+    assert _eventually(lambda: processes_with(marker) == [])
+
+
+def test_memory_is_capped() -> None:
+    v = code_verifier("assert len(DATA) > 0", memory_mb=256, timeout=GUARD)
+    verdict = v.verify(cand("DATA = bytearray(2 * 1024**3)"))
+    assert verdict.score == 0.0 and verdict.details["outcome"] == "memory"
+    assert "MemoryError" in verdict.details["error"]
+    fine = v.verify(cand("DATA = bytearray(16 * 1024**2)"))
+    assert fine.score == 1.0
+
+
+def test_output_is_capped() -> None:
+    v = code_verifier("assert True", timeout=GUARD)
+    verdict = v.verify(
+        cand("import sys\nsys.stdout.write('x' * (40 * 1024**2))\nsys.stdout.flush()")
+    )
+    assert verdict.details["outcome"] == "error" and "File too large" in verdict.details["error"]
+
+
+def test_a_crashing_child_scores_zero() -> None:
+    verdict = code_verifier("assert True", timeout=GUARD).verify(cand("import os\nos._exit(3)"))
+    assert verdict.score == 0.0 and verdict.details["outcome"] == "crashed"
+
+
+async def test_async_verification_kills_on_timeout_and_on_cancellation(tmp_path: Path) -> None:
+    v = code_verifier("assert True", network="audit", timeout=0.5)
+    timed_out = await v.averify(cand("while True:\n    pass"))
+    assert timed_out.details["outcome"] == "timeout"
+    assert (await v.averify(cand("x = 1"))).score == 1.0
+
+    pid_file = tmp_path / "pid"
+    code = (
+        f"import os\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))\nwhile True:\n    pass\n"
+    )
+    slow = code_verifier("assert True", network="audit", timeout=GUARD)
+    task = asyncio.ensure_future(slow.averify(cand(code)))
+    for _ in range(3000):
+        if pid_file.exists() and pid_file.read_text():
+            break
+        await asyncio.sleep(0.01)
+    pid = int(pid_file.read_text())
+    assert alive(pid)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not alive(pid)  # killed before the cancellation finished
+
+
+def test_in_a_best_of_n_group() -> None:
+    replies = ["def add(a, b): return a - b", "```python\ndef add(a, b):\n    return a + b\n```"]
+    result = best_of_n(_cycle(replies), n=2, verifier=code_verifier(ADD_TESTS, timeout=GUARD))
+    assert result.winner is not None and result.winner.index == 1 and result.score == 1.0
+
+
+def _cycle(replies: list[str]) -> Any:
+    from .conftest import index
+
+    return lambda: replies[index()]
+
+
+def test_arguments_are_checked() -> None:
+    with pytest.raises(ValueError):
+        code_verifier([])
+    with pytest.raises(ValueError):
+        code_verifier("assert True", timeout=0)
+    with pytest.raises(ValueError):
+        code_verifier("assert True", memory_mb=1)
+    with pytest.raises(ValueError):
+        code_verifier("assert True", network="none")  # type: ignore[arg-type]
+    assert "1 tests" in repr(code_verifier("assert True"))
+
+
+def _eventually(check: Any) -> bool:
+    import time
+
+    for _ in range(int(GUARD / 0.02)):
+        if check():
+            return True
+        time.sleep(0.02)
+    return False
