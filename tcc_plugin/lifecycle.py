@@ -278,8 +278,10 @@ class Call(Generic[RequestT]):
             names.RETRY_DECISION: "retry" if decision.retry else "give_up",
             names.RETRY_REASON: decision.reason,
         }
-        if decision.info is not None and decision.info.status is not None:
-            attrs[names.HTTP_STATUS_CODE] = decision.info.status
+        if decision.info is not None:
+            attrs[names.RETRY_ERROR_KIND] = decision.info.reason
+            if decision.info.status is not None:
+                attrs[names.HTTP_STATUS_CODE] = decision.info.status
         if decision.retry:
             attrs[names.RETRY_WAIT] = decision.wait
         recorder.add_event(self.span, names.RETRY_EVENT, attrs)
@@ -374,7 +376,7 @@ class Call(Generic[RequestT]):
         cost: Decimal | None = None
         if usage is not None:
             cost = self._cost(usage, duration, response.response_model if response else None)
-        elif error is None:
+        elif error is None or self._ttfc is not None:
             extra[names.USAGE_MISSING] = True
             logger.warning(
                 "tcc_plugin: a %s response of model %r carried no usage; charging the "
@@ -421,10 +423,12 @@ class Call(Generic[RequestT]):
         if usage is not None:
             # a failure after partial output is charged what it consumed
             actual = Charge.of(usage, cost, calls=calls)
-        elif error is None:
-            actual = reservation.charge  # no usage reported: never under-charge
+        elif error is None or self._ttfc is not None:
+            # No usage reported, or a stream that broke after chunks arrived (tokens were
+            # generated, how many is unknown): never under-charge.
+            actual = reservation.charge
         else:
-            actual = Charge(calls=calls)  # failed with nothing read: the call still counts
+            actual = Charge(calls=calls)  # failed before any output: the call still counts
         reservation.settle(actual)
         return _budget_attributes(reservation)
 

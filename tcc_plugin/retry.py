@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import email.utils
+import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -144,6 +145,8 @@ def classify_error(error: BaseException) -> ErrorInfo | None:
         if status >= 500:
             return ErrorInfo(True, "server", status, retry_after)
         return ErrorInfo(False, "client", status)
+    if isinstance(error, json.JSONDecodeError):  # a body that is not what it claims
+        return ErrorInfo(False, "malformed")
     names = _names(error)
     if isinstance(error, TimeoutError) or names & _TIMEOUT_NAMES:
         return ErrorInfo(True, "timeout")

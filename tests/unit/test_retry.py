@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import datetime, timezone
 from typing import Any
 
@@ -96,6 +97,7 @@ def test_parse_retry_after_forms() -> None:
         (TimeoutError(), True, "timeout", None),
         (ReadTimeout(), True, "timeout", None),
         (ConnectionResetError(), True, "connection", None),
+        (json.JSONDecodeError("Unterminated string", '{"id": "chat', 7), False, "malformed", None),
     ],
 )
 def test_generic_classification(
