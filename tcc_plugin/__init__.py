@@ -13,6 +13,13 @@ from tcc_plugin.errors import BudgetExceeded, PriceUnknown, ResponseError, TCCEr
 from tcc_plugin.instrument import instrument, thinking
 from tcc_plugin.pricing import GpuHourPrice, PriceBook, TokenPrice, default_price_book, set_price
 from tcc_plugin.retry import RetriesExhausted, RetryPolicy
+from tcc_plugin.sampling import (
+    SamplingResult,
+    abest_of_n,
+    aself_consistency,
+    best_of_n,
+    self_consistency,
+)
 from tcc_plugin.usage import Usage
 
 if TYPE_CHECKING:
@@ -27,17 +34,22 @@ __all__ = [
     "ResponseError",
     "RetriesExhausted",
     "RetryPolicy",
+    "SamplingResult",
     "TCCError",
     "TelemetryHandle",
     "TokenPrice",
     "Usage",
     "UsageError",
+    "abest_of_n",
     "active_budgets",
+    "aself_consistency",
+    "best_of_n",
     "budget",
     "configure",
     "default_price_book",
     "instrument",
     "llm_call",
+    "self_consistency",
     "set_price",
     "thinking",
 ]
