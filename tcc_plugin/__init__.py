@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from tcc_plugin.budget import Budget, active_budgets, budget
 from tcc_plugin.decorator import llm_call
 from tcc_plugin.errors import BudgetExceeded, PriceUnknown, ResponseError, TCCError, UsageError
+from tcc_plugin.forcing import ForcingResult, abudget_forcing, budget_forcing
 from tcc_plugin.instrument import instrument, thinking
 from tcc_plugin.pricing import GpuHourPrice, PriceBook, TokenPrice, default_price_book, set_price
 from tcc_plugin.retry import RetriesExhausted, RetryPolicy
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Budget",
     "BudgetExceeded",
+    "ForcingResult",
     "GpuHourPrice",
     "PriceBook",
     "PriceUnknown",
@@ -41,10 +43,12 @@ __all__ = [
     "Usage",
     "UsageError",
     "abest_of_n",
+    "abudget_forcing",
     "active_budgets",
     "aself_consistency",
     "best_of_n",
     "budget",
+    "budget_forcing",
     "configure",
     "default_price_book",
     "instrument",

