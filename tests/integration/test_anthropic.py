@@ -178,8 +178,12 @@ def test_error_event_inside_a_stream_is_classified_and_settled(
             list(stream)
     info = ant.classify_error(exc.value)
     assert (info.retryable, info.reason, info.status) == (True, "overloaded", 529)
-    assert b.reserved.is_zero() and b.spent.calls == 1 and b.spent.output_tokens == 0
-    assert telemetry.span(f"chat {MODEL}").status.status_code is StatusCode.ERROR
+    # The stream broke after chunks arrived and before the final usage: the reservation
+    # (max_tokens) is charged rather than nothing.
+    assert b.reserved.is_zero() and b.spent.calls == 1 and b.spent.output_tokens == 4000
+    span = telemetry.span(f"chat {MODEL}")
+    assert span.status.status_code is StatusCode.ERROR
+    assert (span.attributes or {})["tcc.usage.missing"] is True
 
 
 @pytest.mark.parametrize(

@@ -425,8 +425,13 @@ def test_a_stream_broken_mid_way_ends_the_call(telemetry: Telemetry, openai_api:
     model = make_openai(openai_api, stream_usage=True, max_retries=0)
     with budget(output_tokens=5000) as b, pytest.raises(openai.APIConnectionError):
         list(model.stream("go", config=handler_config()))
-    assert b.in_flight == 0 and b.spent.calls == 1 and b.spent.output_tokens == 0
-    assert telemetry.span("chat o3").status.status_code is StatusCode.ERROR
+    # Chunks arrived, the usage chunk did not: the reservation (the model's 100,000-token
+    # o3 cap) is charged, never under-charged.
+    assert b.in_flight == 0 and b.spent.calls == 1
+    span = telemetry.span("chat o3")
+    assert span.status.status_code is StatusCode.ERROR
+    assert attrs(span)["tcc.usage.missing"] is True
+    assert b.spent.output_tokens == attrs(span)["tcc.budget.reserved.output_tokens"]
 
 
 def test_request_body_is_untouched(openai_api: MockAPI) -> None:
