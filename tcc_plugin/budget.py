@@ -40,6 +40,7 @@ __all__ = [
     "active_budgets",
     "budget",
     "reserve",
+    "using",
 ]
 
 Policy = Literal["raise", "clamp"]

@@ -25,6 +25,7 @@ from tcc_plugin.usage import Usage
 __all__ = [
     "add_event",
     "capture_content",
+    "end_span",
     "never_raises",
     "record_call_metrics",
     "record_response",
