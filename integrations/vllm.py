@@ -459,9 +459,12 @@ class _Core:
         else:
             self.price_book = price_book if price_book is not None else default_price_book()
 
-    def sampling(
+    def body(
         self,
+        field: str,
+        value: Any,
         *,
+        thinking_token_budget: int | None = None,
         max_tokens: int | None,
         n: int,
         stop: str | Sequence[str] | None,
@@ -471,6 +474,8 @@ class _Core:
         seed: int | None,
         extra: Mapping[str, Any] | None,
     ) -> dict[str, Any]:
+        """A request body: the sampling options, ``extra``, then ``field`` (the messages
+        or the prompt) and vLLM's ``thinking_token_budget``."""
         body: dict[str, Any] = {"model": self.model}
         if max_tokens is not None:
             body["max_tokens"] = max_tokens
@@ -489,6 +494,9 @@ class _Core:
             body["seed"] = seed
         if extra:
             body.update(extra)
+        body[field] = value  # the messages or prompt: never overridden by ``extra``
+        if thinking_token_budget is not None:
+            body["thinking_token_budget"] = thinking_token_budget
         return body
 
     def tokenize_request(self, text: str, add_special: bool) -> tuple[str, dict[str, Any]]:
@@ -792,13 +800,11 @@ class VLLMClient:
         attributes: Mapping[str, AttributeValue] | None = None,
     ) -> ServerResponse:
         """A chat completion (``thinking_token_budget``: vLLM's cap on reasoning)."""
-        body = self._core.sampling(
-            max_tokens=max_tokens, n=n, stop=stop, stop_token_ids=stop_token_ids,
-            temperature=temperature, top_p=top_p, seed=seed, extra=extra,
+        body = self._core.body(
+            "messages", list(messages), max_tokens=max_tokens, n=n, stop=stop,
+            stop_token_ids=stop_token_ids, temperature=temperature, top_p=top_p, seed=seed,
+            extra=extra, thinking_token_budget=thinking_token_budget,
         )  # fmt: skip
-        body["messages"] = list(messages)
-        if thinking_token_budget is not None:
-            body["thinking_token_budget"] = thinking_token_budget
         request = self._request(CHAT_PATH, body, False, False, attributes)
         return run(
             self._core.adapter, request, self._send,
@@ -823,13 +829,11 @@ class VLLMClient:
         """A streamed chat completion: an iterator of chunk dicts (``delta.content``,
         ``delta.reasoning_content`` / ``delta.reasoning``), ending with one chunk whose
         ``usage`` is normalised. Close it (or use ``with``) if you stop early."""
-        body = self._core.sampling(
-            max_tokens=max_tokens, n=n, stop=stop, stop_token_ids=stop_token_ids,
-            temperature=temperature, top_p=top_p, seed=seed, extra=extra,
+        body = self._core.body(
+            "messages", list(messages), max_tokens=max_tokens, n=n, stop=stop,
+            stop_token_ids=stop_token_ids, temperature=temperature, top_p=top_p, seed=seed,
+            extra=extra, thinking_token_budget=thinking_token_budget,
         )  # fmt: skip
-        body["messages"] = list(messages)
-        if thinking_token_budget is not None:
-            body["thinking_token_budget"] = thinking_token_budget
         request = self._request(CHAT_PATH, body, True, False, attributes)
         return open_stream(
             self._core.adapter, request, self._open,
@@ -855,13 +859,11 @@ class VLLMClient:
         """Continue the raw ``prompt`` (``/v1/completions``). ``reasoning=True`` marks
         the whole output as thinking (reasoning tokens). A
         :class:`tcc_plugin.forcing.Continuer`."""
-        body = self._core.sampling(
-            max_tokens=max_tokens, n=n, stop=stop, stop_token_ids=stop_token_ids,
-            temperature=temperature, top_p=top_p, seed=seed, extra=extra,
+        body = self._core.body(
+            "prompt", prompt, max_tokens=max_tokens, n=n, stop=stop,
+            stop_token_ids=stop_token_ids, temperature=temperature, top_p=top_p, seed=seed,
+            extra=extra, thinking_token_budget=thinking_token_budget,
         )  # fmt: skip
-        body["prompt"] = prompt
-        if thinking_token_budget is not None:
-            body["thinking_token_budget"] = thinking_token_budget
         request = self._request(COMPLETIONS_PATH, body, False, reasoning, attributes)
         return run(
             self._core.adapter, request, self._send,
@@ -884,11 +886,11 @@ class VLLMClient:
         attributes: Mapping[str, AttributeValue] | None = None,
     ) -> ObservedStream[dict[str, Any]]:
         """A streamed raw continuation (chunks carry ``choices[i].text``)."""
-        body = self._core.sampling(
-            max_tokens=max_tokens, n=n, stop=stop, stop_token_ids=stop_token_ids,
-            temperature=temperature, top_p=top_p, seed=seed, extra=extra,
+        body = self._core.body(
+            "prompt", prompt, max_tokens=max_tokens, n=n, stop=stop,
+            stop_token_ids=stop_token_ids, temperature=temperature, top_p=top_p, seed=seed,
+            extra=extra,
         )  # fmt: skip
-        body["prompt"] = prompt
         request = self._request(COMPLETIONS_PATH, body, True, reasoning, attributes)
         return open_stream(
             self._core.adapter, request, self._open,
@@ -1127,13 +1129,11 @@ class AsyncVLLMClient:
         attributes: Mapping[str, AttributeValue] | None = None,
     ) -> ServerResponse:
         """See :meth:`VLLMClient.chat`."""
-        body = self._core.sampling(
-            max_tokens=max_tokens, n=n, stop=stop, stop_token_ids=stop_token_ids,
-            temperature=temperature, top_p=top_p, seed=seed, extra=extra,
+        body = self._core.body(
+            "messages", list(messages), max_tokens=max_tokens, n=n, stop=stop,
+            stop_token_ids=stop_token_ids, temperature=temperature, top_p=top_p, seed=seed,
+            extra=extra, thinking_token_budget=thinking_token_budget,
         )  # fmt: skip
-        body["messages"] = list(messages)
-        if thinking_token_budget is not None:
-            body["thinking_token_budget"] = thinking_token_budget
         request = await self._request(CHAT_PATH, body, False, False, attributes)
         return await arun(
             self._core.adapter, request, self._send,
@@ -1156,13 +1156,11 @@ class AsyncVLLMClient:
         attributes: Mapping[str, AttributeValue] | None = None,
     ) -> AsyncObservedStream[dict[str, Any]]:
         """See :meth:`VLLMClient.chat_stream`."""
-        body = self._core.sampling(
-            max_tokens=max_tokens, n=n, stop=stop, stop_token_ids=stop_token_ids,
-            temperature=temperature, top_p=top_p, seed=seed, extra=extra,
+        body = self._core.body(
+            "messages", list(messages), max_tokens=max_tokens, n=n, stop=stop,
+            stop_token_ids=stop_token_ids, temperature=temperature, top_p=top_p, seed=seed,
+            extra=extra, thinking_token_budget=thinking_token_budget,
         )  # fmt: skip
-        body["messages"] = list(messages)
-        if thinking_token_budget is not None:
-            body["thinking_token_budget"] = thinking_token_budget
         request = await self._request(CHAT_PATH, body, True, False, attributes)
         return await aopen_stream(
             self._core.adapter, request, self._open,
@@ -1186,13 +1184,11 @@ class AsyncVLLMClient:
         attributes: Mapping[str, AttributeValue] | None = None,
     ) -> ServerResponse:
         """See :meth:`VLLMClient.complete` (a :class:`tcc_plugin.forcing.AsyncContinuer`)."""
-        body = self._core.sampling(
-            max_tokens=max_tokens, n=n, stop=stop, stop_token_ids=stop_token_ids,
-            temperature=temperature, top_p=top_p, seed=seed, extra=extra,
+        body = self._core.body(
+            "prompt", prompt, max_tokens=max_tokens, n=n, stop=stop,
+            stop_token_ids=stop_token_ids, temperature=temperature, top_p=top_p, seed=seed,
+            extra=extra, thinking_token_budget=thinking_token_budget,
         )  # fmt: skip
-        body["prompt"] = prompt
-        if thinking_token_budget is not None:
-            body["thinking_token_budget"] = thinking_token_budget
         request = await self._request(COMPLETIONS_PATH, body, False, reasoning, attributes)
         return await arun(
             self._core.adapter, request, self._send,
@@ -1215,11 +1211,11 @@ class AsyncVLLMClient:
         attributes: Mapping[str, AttributeValue] | None = None,
     ) -> AsyncObservedStream[dict[str, Any]]:
         """See :meth:`VLLMClient.complete_stream`."""
-        body = self._core.sampling(
-            max_tokens=max_tokens, n=n, stop=stop, stop_token_ids=stop_token_ids,
-            temperature=temperature, top_p=top_p, seed=seed, extra=extra,
+        body = self._core.body(
+            "prompt", prompt, max_tokens=max_tokens, n=n, stop=stop,
+            stop_token_ids=stop_token_ids, temperature=temperature, top_p=top_p, seed=seed,
+            extra=extra,
         )  # fmt: skip
-        body["prompt"] = prompt
         request = await self._request(COMPLETIONS_PATH, body, True, reasoning, attributes)
         return await aopen_stream(
             self._core.adapter, request, self._open,
