@@ -39,7 +39,6 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as _gen_ai
 
 from tcc_plugin.adapter import CallInfo, Clamp, ErrorInfo
-from tcc_plugin.errors import BudgetExceeded
 from tcc_plugin.instrument import EFFORT_TOKENS, Effort, Thinking, check_thinking
 from tcc_plugin.pricing import PriceBook
 from tcc_plugin.retry import RetryPolicy
@@ -198,14 +197,8 @@ class _OpenAIAdapter(PostAdapter):
         return min(caps) if caps else None
 
     def clamp(self, request: PostRequest, clamp: Clamp) -> PostRequest:
-        """Lower the request's output cap (the field it used, else the default one)."""
-        if clamp.max_output_tokens < self.min_output:
-            raise BudgetExceeded(
-                "output_tokens",
-                limit_value=clamp.max_output_tokens,
-                spent=0,
-                needed=self.min_output,
-            )
+        """Lower the request's output cap (the field it used, else the default one).
+        The core never clamps below ``min_output`` (``CallInfo.min_output_tokens``)."""
         keys = [k for k in self.cap_keys if request.get(k) is not None] or [self.default_cap_key]
         return request.with_fields(**dict.fromkeys(keys, clamp.max_output_tokens))
 
