@@ -29,8 +29,7 @@ from collections.abc import Awaitable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, Protocol, runtime_checkable
 
-from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import SpanKind
 
 from tcc_plugin.adapter import AttributeValue
 from tcc_plugin.budget import Budget, active_budgets
@@ -370,7 +369,7 @@ class _Run:
         )
 
     def activated(self) -> Any:
-        return trace.use_span(self.span, end_on_exit=False)
+        return recorder.activated(self.span)
 
     def finish(self, result: ForcingResult | None, error: BaseException | None) -> None:
         try:
@@ -388,15 +387,11 @@ class _Run:
                         USAGE_OUTPUT: result.usage.output,
                     }
                 )
-            if self.span.is_recording():
-                self.span.set_attributes(attrs)
-                if error is not None:
-                    self.span.set_attribute(names.ERROR_TYPE, type(error).__qualname__)
-                    self.span.record_exception(error)
-                    self.span.set_status(Status(StatusCode.ERROR, str(error)[:500]))
-            self.span.end()
         except Exception:  # telemetry never breaks the caller
-            recorder.logger.warning("tcc_plugin: could not record a forcing span", exc_info=True)
+            recorder.logger.warning("tcc_plugin: could not read a forcing result", exc_info=True)
+            attrs = {}
+        recorder.set_attributes(self.span, attrs)
+        recorder.end_span(self.span, error)
 
 
 def budget_forcing(

@@ -15,11 +15,10 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from decimal import Decimal
 from typing import Any, Generic, TypeVar
 
-from opentelemetry import trace
 from opentelemetry.trace import Span
 
 from tcc_plugin.adapter import (
@@ -302,13 +301,7 @@ class Call(Generic[RequestT]):
     # -- span context -----------------------------------------------------------------
     def activated(self) -> AbstractContextManager[Any]:
         """A context in which the call's span is the current span (for nesting)."""
-        if self.span is None:
-            return nullcontext()
-        # A failed attempt may be retried: the span's error is recorded once, when the
-        # call ends (end_span), not per attempt.
-        return trace.use_span(
-            self.span, end_on_exit=False, record_exception=False, set_status_on_exception=False
-        )
+        return recorder.activated(self.span)
 
     # -- streams ----------------------------------------------------------------------
     def stream_reader(self) -> StreamReader:

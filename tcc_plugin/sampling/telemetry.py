@@ -8,10 +8,9 @@ always are. Like all tcc telemetry, nothing here ever raises into the caller.
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from typing import Any, Final
 
-from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind
 
 from tcc_plugin.adapter import AttributeValue
@@ -82,7 +81,7 @@ def start_group_span(name: str, method: str, requested: int, concurrency: int) -
 
 def activated(span: Span | None) -> AbstractContextManager[Any]:
     """A context in which ``span`` is current, so calls made in it become its children."""
-    return nullcontext() if span is None else trace.use_span(span, end_on_exit=False)
+    return recorder.activated(span)
 
 
 @recorder.never_raises

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from decimal import Decimal
 from typing import Any, ParamSpec, TypeVar
 
@@ -23,6 +24,7 @@ from tcc_plugin.telemetry import names
 from tcc_plugin.usage import Usage
 
 __all__ = [
+    "activated",
     "add_event",
     "capture_content",
     "end_span",
@@ -202,6 +204,19 @@ def set_attributes(span: Span | None, attributes: Mapping[str, AttributeValue]) 
     """Set ``attributes`` on ``span`` (a no-op on a span that is not recording)."""
     if span is not None and span.is_recording():
         span.set_attributes(attributes)
+
+
+def activated(span: Span | None) -> AbstractContextManager[Any]:
+    """A context in which ``span`` is current, so spans started in it nest under it.
+
+    Exceptions passing through are not recorded on ``span``: a failed attempt may be
+    retried and a failed sample does not fail its group; whoever ends the span records
+    the error that ended it (:func:`end_span`)."""
+    if span is None:
+        return nullcontext()
+    return trace.use_span(
+        span, end_on_exit=False, record_exception=False, set_status_on_exception=False
+    )
 
 
 @never_raises

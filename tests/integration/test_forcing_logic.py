@@ -200,6 +200,8 @@ def test_a_failing_backend_ends_the_span_with_the_error(telemetry: Any) -> None:
         budget_forcing(Broken(), PROMPT)
     span = telemetry.span("budget_forcing")
     assert span.attributes["error.type"] == "RuntimeError"
+    assert not span.status.is_ok
+    assert len([e for e in span.events if e.name == "exception"]) == 1  # recorded once
 
 
 @pytest.mark.parametrize(

@@ -390,7 +390,7 @@ def test_abandoned_thread_is_charged_when_its_call_ends() -> None:
 
 
 # -- failures -----------------------------------------------------------------------------
-def test_failing_samples_are_counted_and_others_still_vote() -> None:
+def test_failing_samples_are_counted_and_others_still_vote(telemetry: Telemetry) -> None:
     def sample() -> str:
         if index() % 2:
             raise ConnectionError("reset")
@@ -399,6 +399,10 @@ def test_failing_samples_are_counted_and_others_still_vote() -> None:
     result = self_consistency(sample, n=4, stop=None)
     assert result.failed == 2 and result.completed == 2 and result.answer == "6"
     assert isinstance(result.candidates[1].error, ConnectionError)
+    # A failed sample does not fail its group: no error status, no exception event.
+    span = telemetry.span("self_consistency")
+    assert span.status.status_code is StatusCode.UNSET
+    assert not [e for e in span.events if e.name == "exception"]
 
 
 def test_when_nothing_completes_the_first_error_is_raised(telemetry: Telemetry) -> None:
