@@ -16,11 +16,12 @@ from contextlib import AbstractContextManager, nullcontext
 from decimal import Decimal
 from typing import Any, ParamSpec, TypeVar
 
-from opentelemetry import metrics, trace
+from opentelemetry import context, metrics, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from tcc_plugin.adapter import AttributeValue, CallInfo, ResponseInfo
 from tcc_plugin.telemetry import names
+from tcc_plugin.telemetry.totals import Totals
 from tcc_plugin.usage import Usage
 
 __all__ = [
@@ -87,13 +88,21 @@ _time_to_first_chunk = _meter.create_histogram(
     description="Time to receive the first chunk of a streamed response.",
     explicit_bucket_boundaries_advisory=list(names.DURATION_BUCKETS),
 )
-_reasoning_tokens = _meter.create_histogram(
-    names.METRIC_REASONING_TOKENS,
-    unit="{token}",
-    description="Reasoning (thinking) tokens per call; a part of the output tokens.",
-    explicit_bucket_boundaries_advisory=list(names.TOKEN_USAGE_BUCKETS),
+# Per-call sums tcc-plugin adds to the GenAI histograms: running totals reported at
+# collection by observable counters (see telemetry.totals for why not a Counter).
+_totals = Totals(("cost", "reasoning_tokens"))
+_cost = _meter.create_observable_counter(
+    names.METRIC_COST,
+    callbacks=[_totals.callback("cost", as_float=True)],
+    unit="USD",
+    description="Cost of calls in USD.",
 )
-_cost = _meter.create_counter(names.METRIC_COST, unit="USD", description="Cost of calls in USD.")
+_reasoning_tokens = _meter.create_observable_counter(
+    names.METRIC_REASONING_TOKENS,
+    callbacks=[_totals.callback("reasoning_tokens")],
+    unit="{token}",
+    description="Reasoning (thinking) tokens of calls; a part of their output tokens.",
+)
 _refusals = _meter.create_counter(
     names.METRIC_BUDGET_REFUSALS, unit="{call}", description="Calls refused by a budget."
 )
@@ -214,9 +223,25 @@ def activated(span: Span | None) -> AbstractContextManager[Any]:
     the error that ended it (:func:`end_span`)."""
     if span is None:
         return nullcontext()
-    return trace.use_span(
-        span, end_on_exit=False, record_exception=False, set_status_on_exception=False
-    )
+    return _Activated(span)
+
+
+class _Activated:
+    """``trace.use_span(span, end_on_exit=False, record_exception=False, ...)`` as a
+    plain class: the generator-based context manager costs a few microseconds a call."""
+
+    __slots__ = ("_span", "_token")
+
+    def __init__(self, span: Span) -> None:
+        self._span = span
+        self._token: object = None
+
+    def __enter__(self) -> Span:
+        self._token = context.attach(trace.set_span_in_context(self._span))
+        return self._span
+
+    def __exit__(self, *exc_info: object) -> None:
+        context.detach(self._token)  # type: ignore[arg-type]  # logs, never raises
 
 
 @never_raises
@@ -263,6 +288,5 @@ def record_call_metrics(
     if usage is not None:
         _token_usage.record(usage.input, {**attrs, names.TOKEN_TYPE: "input"})
         _token_usage.record(usage.output, {**attrs, names.TOKEN_TYPE: "output"})
-        _reasoning_tokens.record(usage.reasoning, attrs)
-    if cost is not None:
-        _cost.add(float(cost), attrs)
+    if usage is not None or cost is not None:
+        _totals.add(attrs, cost or 0, usage.reasoning if usage is not None else 0)

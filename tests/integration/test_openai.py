@@ -115,6 +115,48 @@ def test_chat_usage_cost_and_span_are_exact(
     assert span.status.status_code is StatusCode.UNSET
 
 
+def test_metrics_record_tokens_duration_cost_and_reasoning_exactly(
+    openai_client: Any, api: MockAPI, telemetry: Telemetry
+) -> None:
+    # A response model no other test uses: the reader's points are cumulative.
+    model = "o3-metrics-probe"
+    client = instrument(openai_client)
+    for prompt, completion, cached, reasoning in ((1200, 900, 1024, 768), (300, 50, 0, 20)):
+        usage = chat_usage(prompt, completion, cached=cached, reasoning=reasoning)
+        api.queue(json_response(chat_completion(usage, model=model)))
+        client.chat.completions.create(model="o3", messages=QUESTION, max_completion_tokens=2000)
+
+    def points(name: str) -> list[Any]:
+        return [
+            p
+            for p in telemetry.metric_points(name)
+            if p.attributes.get("gen_ai.response.model") == model
+        ]
+
+    common = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "openai",
+        "gen_ai.request.model": "o3",
+        "gen_ai.response.model": model,
+        "server.address": "api.openai.com",
+        "server.port": 443,
+    }
+    tokens = {p.attributes["gen_ai.token.type"]: p for p in points("gen_ai.client.token.usage")}
+    assert dict(tokens["input"].attributes) == {**common, "gen_ai.token.type": "input"}
+    assert (tokens["input"].count, tokens["input"].sum) == (2, 1500)
+    assert (tokens["output"].count, tokens["output"].sum) == (2, 950)
+    (duration,) = points("gen_ai.client.operation.duration")
+    assert duration.count == 2 and dict(duration.attributes) == common
+    # Sums of the calls, not a point per call: observable counters over running totals.
+    (cost,) = points("tcc.client.cost")
+    expected = o3_cost(1200, 900, 1024) + o3_cost(300, 50, 0)
+    assert expected == Decimal("0.008064") + Decimal("0.001")
+    assert cost.value == pytest.approx(float(expected), abs=1e-12)
+    assert dict(cost.attributes) == common
+    (reasoning,) = points("tcc.client.reasoning_tokens")
+    assert reasoning.value == 788 and dict(reasoning.attributes) == common
+
+
 def test_chat_n_choices_reserve_n_times_and_clamp_per_choice(
     openai_client: Any, api: MockAPI, telemetry: Telemetry
 ) -> None:
