@@ -211,6 +211,8 @@ class PostAdapter:
 
     operation: str = "chat"
     path: str = ""
+    # How a response of this path is read (a faster reader where the shape is known).
+    reader: Callable[[Any], ResponseInfo] = staticmethod(read_response)
 
     def __init__(
         self,
@@ -258,8 +260,8 @@ class PostAdapter:
         """Usage and metadata of a response (a raw HTTP response's JSON body if read)."""
         if type(response).__name__ in _RAW_RESPONSES:
             data = _raw_json(response)
-            return read_response(data) if data is not None else ResponseInfo(usage=None)
-        info = read_response(response)
+            return self.reader(data) if data is not None else ResponseInfo(usage=None)
+        info = self.reader(response)
         if recorder.capture_content():
             output = self.output_messages(response)
             if output is not None:

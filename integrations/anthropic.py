@@ -247,7 +247,7 @@ class MessagesAdapter(PostAdapter):
             operation=self.operation,
             max_output_tokens=_int(request.get("max_tokens")),
             max_reasoning_tokens=budget,
-            input_tokens=estimate_input_tokens(
+            input_estimate=lambda: estimate_input_tokens(
                 request.get("system"), messages=messages, schemas=request.get("tools")
             ),
             stream=request.stream,

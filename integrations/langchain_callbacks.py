@@ -179,7 +179,9 @@ class LangChainAdapter:
             operation=request.operation,
             max_output_tokens=max_out,
             max_reasoning_tokens=budget_tokens,
-            input_tokens=estimate_input_tokens(messages=views, schemas=params.get("tools")),
+            input_estimate=lambda: estimate_input_tokens(
+                messages=views, schemas=params.get("tools")
+            ),
             choices=choices,
             clampable=False,
             stream=bool(params.get("stream") or params.get("streaming")),

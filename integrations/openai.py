@@ -25,7 +25,7 @@ Translation rules (the adapters below):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any, Final, TypeVar
 
@@ -41,6 +41,7 @@ from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as _g
 from tcc_plugin.adapter import CallInfo, Clamp, ErrorInfo
 from tcc_plugin.instrument import EFFORT_TOKENS, Effort, Thinking, check_thinking
 from tcc_plugin.pricing import PriceBook
+from tcc_plugin.readers import read_chat_response
 from tcc_plugin.retry import RetryPolicy
 
 from ._common import (
@@ -207,7 +208,7 @@ class _OpenAIAdapter(PostAdapter):
         request: PostRequest,
         *,
         max_output: int | None,
-        input_tokens: int,
+        input_estimate: Callable[[], int],
         choices: int = 1,
         input_messages: Any = None,
     ) -> CallInfo:
@@ -217,7 +218,7 @@ class _OpenAIAdapter(PostAdapter):
             provider=self.provider,
             operation=self.operation,
             max_output_tokens=max_output,
-            input_tokens=input_tokens,
+            input_estimate=input_estimate,
             choices=choices,
             min_output_tokens=self.min_output,
             stream=request.stream,
@@ -232,6 +233,7 @@ class ChatCompletionsAdapter(_OpenAIAdapter):
     """``POST /chat/completions`` (``create``, ``parse``, ``stream``)."""
 
     path = "/chat/completions"
+    reader = staticmethod(read_chat_response)
     cap_keys = ("max_completion_tokens", "max_tokens")
     default_cap_key = "max_completion_tokens"
 
@@ -250,7 +252,7 @@ class ChatCompletionsAdapter(_OpenAIAdapter):
         return self.info(
             request,
             max_output=cap if cap is not None else max_output_tokens(request.get("model")),
-            input_tokens=estimate_input_tokens(
+            input_estimate=lambda: estimate_input_tokens(
                 messages=messages,
                 schemas=[
                     request.get("tools"),
@@ -289,7 +291,7 @@ class ResponsesAdapter(_OpenAIAdapter):
         info = self.info(
             request,
             max_output=cap if cap is not None else max_output_tokens(request.get("model")),
-            input_tokens=estimate_input_tokens(
+            input_estimate=lambda: estimate_input_tokens(
                 request.get("instructions"),
                 messages=request.get("input"),
                 schemas=[request.get("tools"), request.get("text")],
@@ -313,6 +315,7 @@ class CompletionsAdapter(_OpenAIAdapter):
 
     path = "/completions"
     operation = "text_completion"
+    reader = staticmethod(read_chat_response)
     cap_keys = ("max_tokens",)
     default_cap_key = "max_tokens"
 
@@ -326,7 +329,9 @@ class CompletionsAdapter(_OpenAIAdapter):
         return self.info(
             request,
             max_output=cap if cap is not None else _LEGACY_DEFAULT_MAX_TOKENS,
-            input_tokens=estimate_input_tokens(request.get("prompt"), request.get("suffix")),
+            input_estimate=lambda: estimate_input_tokens(
+                request.get("prompt"), request.get("suffix")
+            ),
             choices=max(n, best_of),  # best_of completions are generated (and billed)
             input_messages=request.get("prompt"),
         )

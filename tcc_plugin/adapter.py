@@ -8,7 +8,7 @@ lifecycle (:mod:`tcc_plugin.lifecycle`), never in an adapter.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -40,6 +40,8 @@ class CallInfo:
     which case token and cost caps can only be checked after the call.
     ``max_reasoning_tokens`` is the thinking budget when the request sets one (and an
     adapter can clamp it). ``input_tokens`` is an estimate of the input when known.
+    ``input_estimate``, when given instead, computes that estimate on demand: only a
+    call inside a budget needs it, so an unbudgeted call skips the work.
     ``choices`` is the number of completions asked for (OpenAI ``n``). ``clampable``
     is false when the adapter cannot lower the request's output cap, so budgets in
     ``clamp`` mode refuse it instead; ``min_output_tokens`` is the smallest cap the
@@ -60,6 +62,7 @@ class CallInfo:
     server_port: int | None = None
     attributes: Mapping[str, AttributeValue] = field(default_factory=dict)
     input_messages: Any = None
+    input_estimate: Callable[[], int] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -62,6 +62,9 @@ ResponseT = TypeVar("ResponseT")
 ChunkT = TypeVar("ChunkT")
 
 
+_NO_DEMAND = Demand(input_tokens=0)
+
+
 class Call(Generic[RequestT]):
     """One LLM call on its way through the lifecycle.
 
@@ -158,7 +161,9 @@ class Call(Generic[RequestT]):
     def _demand(self) -> Demand:
         info = self.info
         price = self._price
-        input_tokens = info.input_tokens or 0
+        input_tokens = info.input_tokens
+        if input_tokens is None:
+            input_tokens = info.input_estimate() if info.input_estimate is not None else 0
         choices = max(info.choices, 1)
 
         def worst_usd(output: int | None, reasoning: int | None) -> Decimal | None:
@@ -180,6 +185,9 @@ class Call(Generic[RequestT]):
         )
 
     def _reserve(self) -> None:
+        if not self.budgets:  # nothing to reserve in: skip building the demand
+            self.reservation = reserve(_NO_DEMAND, ())
+            return
         if self._price is None and any("usd" in b.limits for b in self.budgets):
             raise PriceUnknown(self.info.model or "<unnamed>", self.info.provider)
         self.reservation = reserve(self._demand(), self.budgets)

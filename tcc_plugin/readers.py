@@ -28,7 +28,7 @@ from tcc_plugin.adapter import ResponseInfo
 from tcc_plugin.errors import ResponseError
 from tcc_plugin.usage import Usage
 
-__all__ = ["StreamAccumulator", "read_response", "read_usage"]
+__all__ = ["StreamAccumulator", "read_chat_response", "read_response", "read_usage"]
 
 _MISSING = object()
 
@@ -225,6 +225,30 @@ def read_response(response: Any) -> ResponseInfo:
         response_model=model if isinstance(model, str) else None,
         response_id=rid if isinstance(rid, str) else None,
         finish_reasons=_finish_reasons(response),
+    )
+
+
+def read_chat_response(response: Any) -> ResponseInfo:
+    """:func:`read_response` for a response known to be an OpenAI Chat Completions or
+    legacy Completions one (SDK object or JSON): the same result, without probing for
+    the other shapes. Usage of another shape still goes through :func:`read_usage`."""
+    usage = _get(response, "usage")
+    if usage is not None and (_has(usage, "prompt_tokens") or _has(usage, "completion_tokens")):
+        read: Usage | None = _chat_usage(usage)
+    else:
+        read = read_usage(response)
+    reasons: list[str] = []
+    for choice in _get(response, "choices") or ():
+        reason = _get(choice, "finish_reason")
+        if reason:
+            reasons.append(str(reason))
+    model = _get(response, "model")
+    rid = _get(response, "id")
+    return ResponseInfo(
+        usage=read,
+        response_model=model if isinstance(model, str) else None,
+        response_id=rid if isinstance(rid, str) else None,
+        finish_reasons=tuple(reasons),
     )
 
 
