@@ -9,7 +9,14 @@ The same call, ``client.chat.completions.create(model="o3", ...)`` on a real
   budget (``with tcc_plugin.budget(usd=..., calls=...)``);
 - instrumented by OpenLLMetry (``opentelemetry-instrumentation-openai``);
 - instrumented by the official OpenTelemetry instrumentation
-  (``opentelemetry-instrumentation-genai-openai``).
+  (``opentelemetry-instrumentation-genai-openai``);
+- the *OpenTelemetry SDK floor*: a hand-written wrapper of the client's ``post`` that
+  records exactly the telemetry tcc-plugin records for this call (the same CLIENT span,
+  made current around the request, with the same 16 attributes, 6 at start and 10 at
+  the end; the three GenAI histogram records, duration and input/output token usage,
+  with the same attributes) and does nothing else: no budget, price, reader or
+  lifecycle logic. Any instrumentation that records this telemetry through the SDK
+  pays at least this; what tcc-plugin adds above it is its own logic.
 
 Every instrumented variant exports its spans to an ``InMemorySpanExporter`` through a
 ``SimpleSpanProcessor`` and its metrics to an ``InMemoryMetricReader``; content capture
@@ -45,6 +52,7 @@ VARIANTS = {
     "tcc-plugin, inside a budget": "tcc+budget",
     "OpenLLMetry (opentelemetry-instrumentation-openai)": "openllmetry",
     "official OTel (opentelemetry-instrumentation-genai-openai)": "official",
+    "OTel SDK floor (the same span and metric records, no logic)": "floor",
 }
 PEERS = ("openllmetry", "official")
 
@@ -106,6 +114,53 @@ WORKER = textwrap.dedent(
             sys.exit(0)
         on = lambda: setattr(Completions, "create", wrapped)
         off = lambda: setattr(Completions, "create", original)
+    elif mode == "floor":
+        from opentelemetry import context
+        tracer = trace.get_tracer("floor")
+        meter = metrics.get_meter("floor")
+        token_usage = meter.create_histogram("gen_ai.client.token.usage", unit="{token}")
+        duration = meter.create_histogram("gen_ai.client.operation.duration", unit="s")
+        original_post = client.post
+        BASE = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai",
+                "gen_ai.request.model": "o3", "server.address": "api.openai.com",
+                "server.port": 443}
+
+        def floor_post(path, **kwargs):
+            started = time.perf_counter()
+            span = tracer.start_span("chat o3", kind=trace.SpanKind.CLIENT, attributes={
+                **BASE, "gen_ai.request.max_tokens": kwargs["body"]["max_completion_tokens"]})
+            token = context.attach(trace.set_span_in_context(span))
+            try:
+                response = original_post(path, **kwargs)
+            finally:
+                context.detach(token)
+            usage = response.usage
+            span.set_attributes({
+                "gen_ai.response.model": response.model,
+                "gen_ai.response.id": response.id,
+                "gen_ai.response.finish_reasons": ("stop",),
+                "gen_ai.usage.input_tokens": usage.prompt_tokens,
+                "gen_ai.usage.output_tokens": usage.completion_tokens,
+                "gen_ai.usage.reasoning.output_tokens": 768,
+                "gen_ai.usage.cache_read.input_tokens": 1024,
+                "gen_ai.usage.cache_creation.input_tokens": 0,
+                "tcc.cost.usd": 0.008064,
+                "tcc.budget.outcome": "unbudgeted",
+            })
+            span.end()
+            attrs = {**BASE, "gen_ai.response.model": response.model}
+            duration.record(time.perf_counter() - started, attrs)
+            token_usage.record(usage.prompt_tokens, {**attrs, "gen_ai.token.type": "input"})
+            token_usage.record(usage.completion_tokens, {**attrs, "gen_ai.token.type": "output"})
+            return response
+
+        def on():
+            client.post = floor_post
+            client.chat.completions._post = floor_post
+
+        def off():
+            del client.post
+            client.chat.completions._post = client.post
     else:
         import tcc_plugin
         from tcc_plugin.instrument import instrument
@@ -222,6 +277,21 @@ def main() -> None:
             f"\ntcc-plugin adds {added['tcc']:.1f} us per call; the lighter peer adds "
             f"{lighter:.1f} us: ratio {added['tcc'] / lighter:.2f} ({verdict} the 0.5x target)"
         )
+    if "floor" in added:
+        floor = added["floor"]
+        for mode, label in (("tcc", "tcc-plugin"), *((m, m) for m in PEERS)):
+            if mode in added:
+                print(f"{label} adds {added[mode] - floor:.1f} us above the OTel SDK floor")
+        if lighter is not None:
+            print(
+                f"the SDK floor alone is {floor / lighter:.2f}x the lighter peer"
+                + (
+                    " (above the 0.5x target: no instrumentation recording this telemetry"
+                    " through the SDK can meet it)"
+                    if floor > 0.5 * lighter
+                    else ""
+                )
+            )
 
 
 if __name__ == "__main__":
