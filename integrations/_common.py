@@ -26,7 +26,6 @@ from tcc_plugin.lifecycle import aopen_stream, arun, open_stream, run
 from tcc_plugin.pricing import PriceBook
 from tcc_plugin.readers import StreamAccumulator, read_response
 from tcc_plugin.retry import RetryPolicy, parse_retry_after
-from tcc_plugin.telemetry import recorder
 
 __all__ = [
     "IMAGE_TOKENS",
@@ -261,15 +260,17 @@ class PostAdapter:
         if type(response).__name__ in _RAW_RESPONSES:
             data = _raw_json(response)
             return self.reader(data) if data is not None else ResponseInfo(usage=None)
-        info = self.reader(response)
-        if recorder.capture_content():
-            output = self.output_messages(response)
-            if output is not None:
-                info = replace(info, output_messages=output)
-        return info
+        return self.reader(response)
 
     def output_messages(self, response: Any) -> Any:
-        """The response's output, for opt-in content capture."""
+        """The response's output, for opt-in content capture (the lifecycle asks for it
+        only when content is captured); ``None`` for a raw response."""
+        if type(response).__name__ in _RAW_RESPONSES:
+            return None
+        return self.output_of(response)
+
+    def output_of(self, response: Any) -> Any:
+        """The output of a parsed response (subclasses say where it is)."""
         return None
 
     def stream_reader(self, request: PostRequest) -> StreamAccumulator:
@@ -290,7 +291,11 @@ class PostAdapter:
     def attributes(request: PostRequest, fields: Mapping[str, str]) -> dict[str, AttributeValue]:
         """Span attributes from the body fields ``fields`` maps to attribute names."""
         attrs: dict[str, AttributeValue] = {}
+        body = request.body
+        extra = request.options.get("extra_json")
         for key, name in fields.items():
+            if key not in body and not (extra and key in extra):
+                continue  # most requests set few of these: skip the full lookup
             value = request.get(key)
             if value is None:
                 continue

@@ -272,7 +272,7 @@ class MessagesAdapter(PostAdapter):
             return request.with_fields(max_tokens=out, thinking={"type": "disabled"})
         return request.with_fields(max_tokens=out, thinking={**thinking, "budget_tokens": budget})
 
-    def output_messages(self, response: Any) -> Any:
+    def output_of(self, response: Any) -> Any:
         return [model_dump(block) for block in getattr(response, "content", None) or ()]
 
 

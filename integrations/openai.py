@@ -264,7 +264,7 @@ class ChatCompletionsAdapter(_OpenAIAdapter):
             input_messages=messages,
         )
 
-    def output_messages(self, response: Any) -> Any:
+    def output_of(self, response: Any) -> Any:
         return [model_dump(getattr(c, "message", None)) for c in getattr(response, "choices", ())]
 
 
@@ -306,7 +306,7 @@ class ResponsesAdapter(_OpenAIAdapter):
             )
         return info
 
-    def output_messages(self, response: Any) -> Any:
+    def output_of(self, response: Any) -> Any:
         return [model_dump(item) for item in getattr(response, "output", None) or ()]
 
 
@@ -336,7 +336,7 @@ class CompletionsAdapter(_OpenAIAdapter):
             input_messages=request.get("prompt"),
         )
 
-    def output_messages(self, response: Any) -> Any:
+    def output_of(self, response: Any) -> Any:
         return [getattr(c, "text", None) for c in getattr(response, "choices", ())]
 
 

@@ -96,7 +96,11 @@ class StreamReader(Protocol):
 
 
 class Adapter(Protocol[RequestT, ResponseT]):
-    """Translate between one provider's request/response shapes and the core's types."""
+    """Translate between one provider's request/response shapes and the core's types.
+
+    Optionally, ``output_messages(response)`` returns a response's output for opt-in
+    content capture; the lifecycle calls it only when content is recorded and
+    :meth:`read_response` left ``ResponseInfo.output_messages`` unset."""
 
     def describe(self, request: RequestT) -> CallInfo:
         """Model, provider, operation, output cap and thinking budget of ``request``."""

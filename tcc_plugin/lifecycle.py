@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractContextManager
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any, Generic, TypeVar
 
@@ -88,6 +89,7 @@ class Call(Generic[RequestT]):
         "adapter",
         "attempt",
         "budgets",
+        "capture",
         "done",
         "info",
         "request",
@@ -122,6 +124,7 @@ class Call(Generic[RequestT]):
         self._started = time.perf_counter()
         self._ttfc: float | None = None
         self._reader: StreamReader | None = None
+        self.capture = False  # whether content may be recorded: decided once per call
 
     @classmethod
     def begin(
@@ -148,8 +151,10 @@ class Call(Generic[RequestT]):
             if no_sdk_retries is not None:
                 request = no_sdk_retries(request)
         price = book.lookup(info.model, info.provider)
-        span = recorder.start_call_span(info, span_name)
+        capture = recorder.capture_content()
+        span = recorder.start_call_span(info, span_name, capture=capture)
         call = cls(adapter, request, info, span, chain, price, book, policy)
+        call.capture = capture
         try:
             call._reserve()
         except BaseException as exc:
@@ -343,10 +348,18 @@ class Call(Generic[RequestT]):
     def read_response(self, response: Any) -> ResponseInfo | None:
         """The adapter's reading of ``response``; ``None`` when it cannot be read."""
         try:
-            return self.adapter.read_response(response)
+            info = self.adapter.read_response(response)
         except Exception:
             logger.warning("tcc_plugin could not read a response's usage", exc_info=True)
             return None
+        if self.capture and info.output_messages is None:
+            output_messages = getattr(self.adapter, "output_messages", None)
+            if output_messages is not None:
+                try:
+                    info = replace(info, output_messages=output_messages(response))
+                except Exception:
+                    logger.warning("tcc_plugin could not read a response's output", exc_info=True)
+        return info
 
     def succeed(self, response: ResponseInfo | None, **extra: AttributeValue) -> None:
         """Settle, price and record a call that returned ``response``."""
@@ -387,7 +400,13 @@ class Call(Generic[RequestT]):
             )
         extra.update(self._settle(usage, cost, error))
         recorder.record_response(
-            self.span, response, usage, cost, time_to_first_chunk=self._ttfc, extra=extra
+            self.span,
+            response,
+            usage,
+            cost,
+            time_to_first_chunk=self._ttfc,
+            extra=extra,
+            capture=self.capture,
         )
         recorder.end_span(self.span, error)
         recorder.record_call_metrics(

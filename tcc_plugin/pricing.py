@@ -100,14 +100,14 @@ class TokenPrice:
         write_5m = self.cache_write if self.cache_write is not None else self.input
         write_1h = self.cache_write_1h if self.cache_write_1h is not None else write_5m
         reasoning = self.reasoning if self.reasoning is not None else self.output
-        micro = (
-            usage.uncached_input * self.input
-            + usage.cached_input * cached
-            + (usage.cache_write - usage.cache_write_1h) * write_5m
-            + usage.cache_write_1h * write_1h
-            + usage.visible_output * self.output
-            + usage.reasoning * reasoning
-        )
+        micro = usage.uncached_input * self.input + usage.visible_output * self.output
+        if usage.cached_input:  # the terms below are often zero: skip their arithmetic
+            micro += usage.cached_input * cached
+        if usage.cache_write:
+            micro += (usage.cache_write - usage.cache_write_1h) * write_5m
+            micro += usage.cache_write_1h * write_1h
+        if usage.reasoning:
+            micro += usage.reasoning * reasoning
         return micro / _MTOK
 
     def worst_case(self, usage: Usage, *, seconds: float | None = None) -> Decimal | None:

@@ -143,8 +143,11 @@ def _json(value: Any) -> str:
 
 
 @never_raises
-def start_call_span(info: CallInfo, name: str | None = None) -> Span:
-    """Start (without activating) the span of one call."""
+def start_call_span(
+    info: CallInfo, name: str | None = None, *, capture: bool | None = None
+) -> Span:
+    """Start (without activating) the span of one call. ``capture`` says whether content
+    may be recorded (default: :func:`capture_content`)."""
     attrs = _base_attributes(info)
     if info.max_output_tokens is not None:
         attrs[names.REQUEST_MAX_TOKENS] = info.max_output_tokens
@@ -153,7 +156,7 @@ def start_call_span(info: CallInfo, name: str | None = None) -> Span:
     if info.stream:
         attrs[names.REQUEST_STREAM] = True
     attrs.update(info.attributes)
-    if info.input_messages is not None and capture_content():
+    if info.input_messages is not None and (capture_content() if capture is None else capture):
         attrs[names.INPUT_MESSAGES] = _json(info.input_messages)
     span_name = name or (f"{info.operation} {info.model}" if info.model else info.operation)
     return _tracer.start_span(span_name, kind=SpanKind.CLIENT, attributes=attrs)
@@ -182,8 +185,10 @@ def record_response(
     *,
     time_to_first_chunk: float | None = None,
     extra: Mapping[str, AttributeValue] | None = None,
+    capture: bool | None = None,
 ) -> None:
-    """Put what the response said (usage, model, finish reasons, cost) on ``span``."""
+    """Put what the response said (usage, model, finish reasons, cost) on ``span``;
+    its output messages too if ``capture`` (default: :func:`capture_content`)."""
     if span is None or not span.is_recording():
         return
     attrs: dict[str, AttributeValue] = {}
@@ -195,7 +200,9 @@ def record_response(
         if response.finish_reasons:
             attrs[names.RESPONSE_FINISH_REASONS] = tuple(response.finish_reasons)
         attrs.update(response.attributes)
-        if response.output_messages is not None and capture_content():
+        if response.output_messages is not None and (
+            capture_content() if capture is None else capture
+        ):
             attrs[names.OUTPUT_MESSAGES] = _json(response.output_messages)
     if usage is not None:
         attrs.update(usage_attributes(usage))
