@@ -212,6 +212,7 @@ class PostAdapter:
     path: str = ""
     # How a response of this path is read (a faster reader where the shape is known).
     reader: Callable[[Any], ResponseInfo] = staticmethod(read_response)
+    stream_accumulator: type[StreamAccumulator] = StreamAccumulator
 
     def __init__(
         self,
@@ -275,7 +276,7 @@ class PostAdapter:
 
     def stream_reader(self, request: PostRequest) -> StreamAccumulator:
         """A reader for the chunks of a streamed response."""
-        return StreamAccumulator()
+        return self.stream_accumulator()
 
     # -- RetryAware ------------------------------------------------------------------------
     def classify_error(self, error: BaseException) -> ErrorInfo | None:

@@ -41,7 +41,7 @@ from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as _g
 from tcc_plugin.adapter import CallInfo, Clamp, ErrorInfo
 from tcc_plugin.instrument import EFFORT_TOKENS, Effort, Thinking, check_thinking
 from tcc_plugin.pricing import PriceBook
-from tcc_plugin.readers import read_chat_response
+from tcc_plugin.readers import ChatStreamAccumulator, read_chat_response
 from tcc_plugin.retry import RetryPolicy
 
 from ._common import (
@@ -234,6 +234,7 @@ class ChatCompletionsAdapter(_OpenAIAdapter):
 
     path = "/chat/completions"
     reader = staticmethod(read_chat_response)
+    stream_accumulator = ChatStreamAccumulator
     cap_keys = ("max_completion_tokens", "max_tokens")
     default_cap_key = "max_completion_tokens"
 
@@ -316,6 +317,7 @@ class CompletionsAdapter(_OpenAIAdapter):
     path = "/completions"
     operation = "text_completion"
     reader = staticmethod(read_chat_response)
+    stream_accumulator = ChatStreamAccumulator
     cap_keys = ("max_tokens",)
     default_cap_key = "max_tokens"
 

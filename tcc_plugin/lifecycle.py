@@ -330,7 +330,7 @@ class Call(Generic[RequestT]):
             if not self.info.stream:  # e.g. LangChain says only now that it streams
                 recorder.set_attributes(self.span, {names.REQUEST_STREAM: True})
         try:
-            self.stream_reader().feed(chunk)
+            (self._reader or self.stream_reader()).feed(chunk)
         except Exception:
             logger.warning("tcc_plugin could not read a stream chunk (ignored)", exc_info=True)
 

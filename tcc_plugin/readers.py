@@ -28,7 +28,13 @@ from tcc_plugin.adapter import ResponseInfo
 from tcc_plugin.errors import ResponseError
 from tcc_plugin.usage import Usage
 
-__all__ = ["StreamAccumulator", "read_chat_response", "read_response", "read_usage"]
+__all__ = [
+    "ChatStreamAccumulator",
+    "StreamAccumulator",
+    "read_chat_response",
+    "read_response",
+    "read_usage",
+]
 
 _MISSING = object()
 
@@ -340,3 +346,21 @@ class StreamAccumulator:
             response_id=self._id,
             finish_reasons=tuple(self._reasons[i] for i in sorted(self._reasons)),
         )
+
+
+class ChatStreamAccumulator(StreamAccumulator):
+    """A :class:`StreamAccumulator` for streams known to be OpenAI Chat Completions or
+    legacy Completions chunks: the same result, without probing each chunk for the
+    other shapes."""
+
+    def feed(self, chunk: Any) -> None:
+        self.chunks += 1
+        if self._model is None or self._id is None:
+            self._remember(_get(chunk, "model"), _get(chunk, "id"))
+        for choice in _get(chunk, "choices") or ():
+            reason = _get(choice, "finish_reason")
+            if reason:
+                self._reasons[int(_get(choice, "index", 0) or 0)] = str(reason)
+        usage = _get(chunk, "usage")
+        if usage is not None:
+            self._usage = usage_from_block(usage)

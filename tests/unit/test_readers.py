@@ -7,7 +7,13 @@ from typing import Any
 import pytest
 
 from tcc_plugin import ResponseError, Usage
-from tcc_plugin.readers import StreamAccumulator, read_response, read_usage
+from tcc_plugin.readers import (
+    ChatStreamAccumulator,
+    StreamAccumulator,
+    read_chat_response,
+    read_response,
+    read_usage,
+)
 
 CHAT = {
     "id": "chatcmpl-1",
@@ -128,8 +134,8 @@ def test_langchain_ai_message() -> None:
     assert info.finish_reasons == ("end_turn",)
 
 
-def _feed(chunks: list[Any]) -> StreamAccumulator:
-    acc = StreamAccumulator()
+def _feed(chunks: list[Any], acc: StreamAccumulator | None = None) -> StreamAccumulator:
+    acc = acc or StreamAccumulator()
     for c in chunks:
         acc.feed(c)
     return acc
@@ -205,3 +211,66 @@ def test_langchain_chunks_add_up() -> None:
         ),
     ]
     assert _feed(chunks).result().usage == Usage(input=10, output=7, reasoning=5)
+
+
+LEGACY = {
+    "id": "cmpl-1",
+    "object": "text_completion",
+    "model": "gpt-3.5-turbo-instruct",
+    "choices": [{"index": 0, "text": "4", "finish_reason": "length"}],
+    "usage": {"prompt_tokens": 12, "completion_tokens": 16, "total_tokens": 28},
+}
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        CHAT,
+        LEGACY,
+        {**CHAT, "usage": None},  # no usage: flagged and charged by the lifecycle
+        {k: v for k, v in CHAT.items() if k != "usage"},
+        # an OpenAI-compatible server answering with another usage shape
+        {**CHAT, "usage": ANTHROPIC["usage"], "model": 7, "id": None},
+    ],
+)
+def test_the_chat_reader_reads_what_the_generic_reader_reads(response: dict[str, Any]) -> None:
+    assert read_chat_response(response) == read_response(response)
+
+
+def test_the_chat_reader_reads_usage_exactly() -> None:
+    info = read_chat_response(CHAT)
+    assert info.usage == Usage(input=1200, cached_input=1024, output=900, reasoning=768)
+    assert info.finish_reasons == ("stop", "length")
+    assert (info.response_model, info.response_id) == ("o3-2025-04-16", "chatcmpl-1")
+
+
+def _chat_chunk(index: int, reason: str | None, **extra: Any) -> dict[str, Any]:
+    choice = {"index": index, "delta": {"content": "x"}, "finish_reason": reason}
+    return {"id": "c2", "model": "o3-2025-04-16", "choices": [choice], **extra}
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        # n = 2, finish reasons arriving out of order, then the usage-only chunk
+        [
+            _chat_chunk(0, None),
+            _chat_chunk(1, None),
+            _chat_chunk(1, "length"),
+            _chat_chunk(0, "stop"),
+            {"id": "c2", "model": "o3-2025-04-16", "choices": [], "usage": CHAT["usage"]},
+        ],
+        # cut before the usage chunk: no usage yet
+        [_chat_chunk(0, None), _chat_chunk(0, None)],
+        # the model named only from the second chunk on
+        [{"id": "c3", "choices": []}, _chat_chunk(0, "stop", usage=LEGACY["usage"])],
+        [],
+    ],
+)
+def test_the_chat_stream_accumulator_agrees_with_the_generic_one(chunks: list[Any]) -> None:
+    fast = _feed(chunks, ChatStreamAccumulator()).result()
+    assert fast == _feed(chunks).result()
+    if chunks and "usage" in chunks[-1]:
+        assert (
+            fast.usage is not None and fast.usage.output == chunks[-1]["usage"]["completion_tokens"]
+        )
