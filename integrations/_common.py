@@ -121,7 +121,9 @@ def _bound(value: Any, keys: bool) -> int:
         if value.startswith("data:"):
             return 0
         return len(value) if value.isascii() else len(value.encode("utf-8", "surrogatepass"))
-    if isinstance(value, Mapping):
+    if isinstance(value, (list, tuple)):  # before the (slower, ABC) Mapping check
+        return sum(_bound(v, keys) for v in value)
+    if type(value) is dict or isinstance(value, Mapping):
         total = IMAGE_TOKENS if value.get("type") in _MEDIA_PARTS else 0
         skip = _OPAQUE_KEYS if keys else _PART_KEYS
         for k, v in value.items():
@@ -131,8 +133,6 @@ def _bound(value: Any, keys: bool) -> int:
                 total += len(str(k))
             total += _bound(v, keys)
         return total
-    if isinstance(value, (list, tuple)):
-        return sum(_bound(v, keys) for v in value)
     if isinstance(value, bool) or value is None:
         return 0
     if isinstance(value, (int, float)):

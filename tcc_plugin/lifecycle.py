@@ -171,12 +171,19 @@ class Call(Generic[RequestT]):
             input_tokens = info.input_estimate() if info.input_estimate is not None else 0
         choices = max(info.choices, 1)
 
+        known: dict[tuple[int | None, int | None], Decimal | None] = {}
+
         def worst_usd(output: int | None, reasoning: int | None) -> Decimal | None:
+            # A reservation asks for the same caps more than once (charge, then bounded).
+            if (output, reasoning) in known:
+                return known[output, reasoning]
             if price is None:
                 return None
             out = (output or 0) * choices
             thinking = min(reasoning if reasoning is not None else out, out)
-            return price.worst_case(Usage(input=input_tokens, output=out, reasoning=thinking))
+            usd = price.worst_case(Usage(input=input_tokens, output=out, reasoning=thinking))
+            known[output, reasoning] = usd
+            return usd
 
         return Demand(
             input_tokens=input_tokens,
