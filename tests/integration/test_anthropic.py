@@ -15,7 +15,7 @@ from opentelemetry.trace import StatusCode
 from tcc_plugin import BudgetExceeded, RetryPolicy, budget
 from tcc_plugin.instrument import instrument, thinking
 
-from ..conftest import Telemetry
+from ..conftest import SPANS, Telemetry
 from .conftest import (
     MockAPI,
     anthropic_error,
@@ -389,3 +389,34 @@ def test_count_tokens_is_not_a_generation(
     api.queue(json_response({"input_tokens": 14}))
     assert client.messages.count_tokens(model=MODEL, messages=QUESTION).input_tokens == 14
     assert not [s for s in telemetry.spans() if s.name.startswith("chat ")]
+
+
+def test_the_sdks_own_span_nests_under_ours_and_can_be_turned_off(
+    api: MockAPI, telemetry: Telemetry
+) -> None:
+    import httpx2
+
+    def client(**options: Any) -> Any:
+        return instrument(
+            anthropic.Anthropic(
+                api_key="sk-ant-test",
+                http_client=httpx2.Client(transport=httpx2.MockTransport(api.handler)),
+                **options,
+            )
+        )
+
+    api.queue(json_response(anthropic_message(USAGE)))
+    client().messages.create(model=MODEL, max_tokens=1024, messages=QUESTION)
+    ours = telemetry.span(f"chat {MODEL}")
+    (sdk,) = [s for s in telemetry.spans() if s.instrumentation_scope.name != "tcc_plugin"]
+    assert sdk.parent is not None and sdk.parent.span_id == ours.context.span_id
+    # The SDK repeats the call's usage (docs/integrations.md warns that a backend summing
+    # usage over every span counts it twice).
+    for key in ("input_tokens", "output_tokens", "reasoning.output_tokens"):
+        assert attrs(sdk)[f"gen_ai.usage.{key}"] == attrs(ours)[f"gen_ai.usage.{key}"]
+    assert attrs(ours)["gen_ai.usage.input_tokens"] == 50 + 2000 + 300
+
+    SPANS.clear()
+    api.queue(json_response(anthropic_message(USAGE)))
+    client(open_telemetry=False).messages.create(model=MODEL, max_tokens=1024, messages=QUESTION)
+    assert [s.instrumentation_scope.name for s in telemetry.spans()] == ["tcc_plugin"]
