@@ -198,12 +198,17 @@ def read_usage(response: Any) -> Usage | None:
     return usage_from_block(usage)
 
 
-def _finish_reasons(response: Any) -> tuple[str, ...]:
+def _choice_reasons(response: Any) -> list[str]:
     reasons: list[str] = []
     for choice in _get(response, "choices") or ():
         reason = _get(choice, "finish_reason")
         if reason:
             reasons.append(str(reason))
+    return reasons
+
+
+def _finish_reasons(response: Any) -> tuple[str, ...]:
+    reasons = _choice_reasons(response)
     stop = _get(response, "stop_reason")
     if stop:
         reasons.append(str(stop))
@@ -224,13 +229,17 @@ def read_response(response: Any) -> ResponseInfo:
             response_id=_get(response, "id"),
             finish_reasons=(str(reason),) if reason else (),
         )
+    return _response_info(response, read_usage(response), _finish_reasons(response))
+
+
+def _response_info(response: Any, usage: Usage | None, reasons: tuple[str, ...]) -> ResponseInfo:
     model = _get(response, "model")
     rid = _get(response, "id")
     return ResponseInfo(
-        usage=read_usage(response),
+        usage=usage,
         response_model=model if isinstance(model, str) else None,
         response_id=rid if isinstance(rid, str) else None,
-        finish_reasons=_finish_reasons(response),
+        finish_reasons=reasons,
     )
 
 
@@ -243,19 +252,7 @@ def read_chat_response(response: Any) -> ResponseInfo:
         read: Usage | None = _chat_usage(usage)
     else:
         read = read_usage(response)
-    reasons: list[str] = []
-    for choice in _get(response, "choices") or ():
-        reason = _get(choice, "finish_reason")
-        if reason:
-            reasons.append(str(reason))
-    model = _get(response, "model")
-    rid = _get(response, "id")
-    return ResponseInfo(
-        usage=read,
-        response_model=model if isinstance(model, str) else None,
-        response_id=rid if isinstance(rid, str) else None,
-        finish_reasons=tuple(reasons),
-    )
+    return _response_info(response, read, tuple(_choice_reasons(response)))
 
 
 class StreamAccumulator:
@@ -307,7 +304,12 @@ class StreamAccumulator:
             delta = _langchain_usage(meta)
             self._usage = delta if self._usage is None else self._usage + delta
             return
-        self._remember(_get(chunk, "model"), _get(chunk, "id"))
+        self._feed_chat(chunk)
+
+    def _feed_chat(self, chunk: Any) -> None:
+        """Read an OpenAI Chat Completions / legacy Completions chunk."""
+        if self._model is None or self._id is None:
+            self._remember(_get(chunk, "model"), _get(chunk, "id"))
         for choice in _get(chunk, "choices") or ():
             reason = _get(choice, "finish_reason")
             if reason:
@@ -355,12 +357,4 @@ class ChatStreamAccumulator(StreamAccumulator):
 
     def feed(self, chunk: Any) -> None:
         self.chunks += 1
-        if self._model is None or self._id is None:
-            self._remember(_get(chunk, "model"), _get(chunk, "id"))
-        for choice in _get(chunk, "choices") or ():
-            reason = _get(choice, "finish_reason")
-            if reason:
-                self._reasons[int(_get(choice, "index", 0) or 0)] = str(reason)
-        usage = _get(chunk, "usage")
-        if usage is not None:
-            self._usage = usage_from_block(usage)
+        self._feed_chat(chunk)
