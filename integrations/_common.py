@@ -258,7 +258,7 @@ class PostAdapter:
 
     def read_response(self, response: Any) -> ResponseInfo:
         """Usage and metadata of a response (a raw HTTP response's JSON body if read)."""
-        if type(response).__name__ in _RAW_RESPONSES:
+        if _is_raw_response(response):
             data = _raw_json(response)
             return self.reader(data) if data is not None else ResponseInfo(usage=None)
         return self.reader(response)
@@ -266,7 +266,7 @@ class PostAdapter:
     def output_messages(self, response: Any) -> Any:
         """The response's output, for opt-in content capture (the lifecycle asks for it
         only when content is captured); ``None`` for a raw response."""
-        if type(response).__name__ in _RAW_RESPONSES:
+        if _is_raw_response(response):
             return None
         return self.output_of(response)
 
@@ -307,6 +307,12 @@ class PostAdapter:
             elif isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
                 attrs[name] = tuple(value)
         return attrs
+
+
+def _is_raw_response(response: Any) -> bool:
+    """Whether ``response`` is what ``with_raw_response`` / ``with_streaming_response``
+    return (an HTTP response wrapper) rather than a parsed model."""
+    return type(response).__name__ in _RAW_RESPONSES
 
 
 def _raw_json(response: Any) -> Any:
@@ -426,25 +432,37 @@ class _Interceptor:
         self.adapters = adapters
         self.config = config
 
-    def _request(
+    def _route(
         self,
-        adapter: PostAdapter,
         path: str,
-        body: Mapping[str, Any],
-        options: Mapping[str, Any],
+        body: Any,
+        content: Any,
+        files: Any,
+        options: Mapping[str, Any] | None,
         stream: bool,
         cast_to: Any,
         stream_cls: Any,
-    ) -> PostRequest:
-        return adapter.prepare(
+    ) -> tuple[PostAdapter, PostRequest] | None:
+        """The adapter and request of a call to instrument; ``None`` to pass it through
+        (a path without an adapter, or a body that is not JSON)."""
+        adapter = self.adapters.get(path)
+        if (
+            adapter is None
+            or content is not None
+            or files is not None
+            or not isinstance(body, Mapping)
+        ):
+            return None
+        request = adapter.prepare(
             path,
             body,
-            options,
+            options or {},
             stream,
             cast_to,
             stream_cls,
             current_thinking(self.config.thinking),
         )
+        return adapter, request
 
     def send(self, request: PostRequest) -> Any:
         return self.original(
@@ -468,13 +486,8 @@ class _Interceptor:
         stream: bool = False,
         stream_cls: Any = None,
     ) -> Any:
-        adapter = self.adapters.get(path)
-        if (
-            adapter is None
-            or content is not None
-            or files is not None
-            or not isinstance(body, Mapping)
-        ):
+        routed = self._route(path, body, content, files, options, stream, cast_to, stream_cls)
+        if routed is None:
             return self.original(
                 path,
                 cast_to=cast_to,
@@ -485,7 +498,7 @@ class _Interceptor:
                 stream=stream,
                 stream_cls=stream_cls,
             )
-        request = self._request(adapter, path, body, options or {}, stream, cast_to, stream_cls)
+        adapter, request = routed
         config = self.config
         if stream and not request.raw:
             observed = open_stream(
@@ -512,13 +525,8 @@ class _AsyncInterceptor(_Interceptor):
         stream: bool = False,
         stream_cls: Any = None,
     ) -> Any:
-        adapter = self.adapters.get(path)
-        if (
-            adapter is None
-            or content is not None
-            or files is not None
-            or not isinstance(body, Mapping)
-        ):
+        routed = self._route(path, body, content, files, options, stream, cast_to, stream_cls)
+        if routed is None:
             return await self.original(
                 path,
                 cast_to=cast_to,
@@ -529,7 +537,7 @@ class _AsyncInterceptor(_Interceptor):
                 stream=stream,
                 stream_cls=stream_cls,
             )
-        request = self._request(adapter, path, body, options or {}, stream, cast_to, stream_cls)
+        adapter, request = routed
         config = self.config
         if stream and not request.raw:
             observed = await aopen_stream(
