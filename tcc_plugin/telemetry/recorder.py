@@ -143,11 +143,9 @@ def _json(value: Any) -> str:
 
 
 @never_raises
-def start_call_span(
-    info: CallInfo, name: str | None = None, *, capture: bool | None = None
-) -> Span:
-    """Start (without activating) the span of one call. ``capture`` says whether content
-    may be recorded (default: :func:`capture_content`)."""
+def start_call_span(info: CallInfo, name: str | None = None, *, capture: bool) -> Span:
+    """Start (without activating) the span of one call; with its input messages if
+    ``capture`` (the call's reading of :func:`capture_content`)."""
     attrs = _base_attributes(info)
     if info.max_output_tokens is not None:
         attrs[names.REQUEST_MAX_TOKENS] = info.max_output_tokens
@@ -156,7 +154,7 @@ def start_call_span(
     if info.stream:
         attrs[names.REQUEST_STREAM] = True
     attrs.update(info.attributes)
-    if info.input_messages is not None and (capture_content() if capture is None else capture):
+    if capture and info.input_messages is not None:
         attrs[names.INPUT_MESSAGES] = _json(info.input_messages)
     span_name = name or (f"{info.operation} {info.model}" if info.model else info.operation)
     return _tracer.start_span(span_name, kind=SpanKind.CLIENT, attributes=attrs)
@@ -185,10 +183,11 @@ def record_response(
     *,
     time_to_first_chunk: float | None = None,
     extra: Mapping[str, AttributeValue] | None = None,
-    capture: bool | None = None,
+    capture: bool,
 ) -> None:
     """Put what the response said (usage, model, finish reasons, cost) on ``span``;
-    its output messages too if ``capture`` (default: :func:`capture_content`)."""
+    its output messages too if ``capture`` (the call's reading of
+    :func:`capture_content`)."""
     if span is None or not span.is_recording():
         return
     attrs: dict[str, AttributeValue] = {}
@@ -200,9 +199,7 @@ def record_response(
         if response.finish_reasons:
             attrs[names.RESPONSE_FINISH_REASONS] = tuple(response.finish_reasons)
         attrs.update(response.attributes)
-        if response.output_messages is not None and (
-            capture_content() if capture is None else capture
-        ):
+        if capture and response.output_messages is not None:
             attrs[names.OUTPUT_MESSAGES] = _json(response.output_messages)
     if usage is not None:
         attrs.update(usage_attributes(usage))
