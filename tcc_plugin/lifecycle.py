@@ -107,6 +107,7 @@ class Call(Generic[RequestT]):
         price: Price | None,
         price_book: PriceBook,
         policy: RetryPolicy | None = None,
+        capture: bool = False,
     ) -> None:
         self.adapter = adapter
         self.request = request
@@ -124,7 +125,7 @@ class Call(Generic[RequestT]):
         self._started = time.perf_counter()
         self._ttfc: float | None = None
         self._reader: StreamReader | None = None
-        self.capture = False  # whether content may be recorded: decided once per call
+        self.capture = capture  # whether content may be recorded: decided once per call
 
     @classmethod
     def begin(
@@ -153,8 +154,7 @@ class Call(Generic[RequestT]):
         price = book.lookup(info.model, info.provider)
         capture = recorder.capture_content()
         span = recorder.start_call_span(info, span_name, capture=capture)
-        call = cls(adapter, request, info, span, chain, price, book, policy)
-        call.capture = capture
+        call = cls(adapter, request, info, span, chain, price, book, policy, capture)
         try:
             call._reserve()
         except BaseException as exc:
@@ -337,7 +337,7 @@ class Call(Generic[RequestT]):
             if not self.info.stream:  # e.g. LangChain says only now that it streams
                 recorder.set_attributes(self.span, {names.REQUEST_STREAM: True})
         try:
-            (self._reader or self.stream_reader()).feed(chunk)
+            self.stream_reader().feed(chunk)
         except Exception:
             logger.warning("tcc_plugin could not read a stream chunk (ignored)", exc_info=True)
 
