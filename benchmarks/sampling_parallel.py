@@ -6,7 +6,7 @@ completions after a fixed delay (default 200 ms). Real ``openai`` clients (sync 
 async), instrumented by tcc-plugin, talk to it over loopback; spans go to an
 OpenTelemetry SDK pipeline. For each driver it times one call, then a group of N
 samples with ``concurrency=N`` (medians of the repeats), and prints the ratio.
-Baseline rows make the same N calls without the sampling engine (a thread pool /
+Baseline rows make the same N calls without the sampling machinery (a thread pool /
 ``asyncio.gather``), over plain clients (what the SDK and Python cost by themselves)
 and over instrumented ones (what per-call budgets, pricing and spans add).
 

@@ -3,7 +3,7 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/bootstrap.sh"
 cd "$(mktemp -d)"  # the repository root is not an import root (see the README)
-if python -c "import tcc_plugin.demo" 2>/dev/null; then
+if python -c "import tcc_plugin.app.demo" 2>/dev/null; then
   exec tcc demo --traces "$ROOT/tcc-traces.jsonl" "$@"
 fi
 exec python "$ROOT/examples/budgeted_agent.py" --traces "$ROOT/tcc-traces.jsonl" "$@"

@@ -17,7 +17,6 @@ from __future__ import annotations
 from tcc_plugin.sampling.admission import worst_case
 from tcc_plugin.sampling.api import abest_of_n, aself_consistency, best_of_n, self_consistency
 from tcc_plugin.sampling.code_verifier import code_verifier, extract_code
-from tcc_plugin.sampling.engine import SampleContext, current_sample
 from tcc_plugin.sampling.extract import (
     Extractor,
     boxed,
@@ -32,6 +31,7 @@ from tcc_plugin.sampling.extract import (
     text_of,
     whole,
 )
+from tcc_plugin.sampling.group_plan import SampleContext, current_sample
 from tcc_plugin.sampling.result import Candidate, SamplingResult, Verdict
 from tcc_plugin.sampling.stopping import (
     SamplingState,

@@ -1,4 +1,4 @@
-"""The asynchronous driver: samples as asyncio tasks, decisions by the engine.
+"""The asynchronous driver: samples as asyncio tasks, decisions by the group plan.
 
 Tasks copy the caller's context when created, so budgets, the group's ledger and the
 group's span follow them. When the group stops, running samples are cancelled and
@@ -15,7 +15,7 @@ from opentelemetry.trace import Span
 
 from tcc_plugin.budget import active_budgets, using
 from tcc_plugin.sampling import telemetry
-from tcc_plugin.sampling.engine import CallSample, Engine, GroupSpec, Launch
+from tcc_plugin.sampling.group_plan import CallSample, GroupPlan, GroupSpec, Launch
 from tcc_plugin.sampling.result import Candidate, SamplingResult
 
 __all__ = ["run"]
@@ -23,7 +23,7 @@ __all__ = ["run"]
 Tasks = dict["asyncio.Task[Candidate[Any]]", Launch]
 
 
-async def _drive(engine: Engine[Any], launch: Launch) -> Candidate[Any]:
+async def _drive(engine: GroupPlan[Any], launch: Launch) -> Candidate[Any]:
     """Carry out one sample's job in this task."""
     job = engine.job(launch)
     step = next(job)
@@ -46,7 +46,7 @@ async def _drive(engine: Engine[Any], launch: Launch) -> Candidate[Any]:
 
 
 def _collect(
-    engine: Engine[Any], span: Span | None, launch: Launch, task: asyncio.Task[Candidate[Any]]
+    engine: GroupPlan[Any], span: Span | None, launch: Launch, task: asyncio.Task[Candidate[Any]]
 ) -> None:
     if task.cancelled():
         engine.cancelled(launch.index)
@@ -62,7 +62,7 @@ def _collect(
     telemetry.record_sample(span, candidate)
 
 
-async def _cancel_all(engine: Engine[Any], span: Span | None, tasks: Tasks) -> None:
+async def _cancel_all(engine: GroupPlan[Any], span: Span | None, tasks: Tasks) -> None:
     """Cancel what still runs and wait until it has unwound (reservations settled)."""
     pending = {t: launch for t, launch in tasks.items() if not t.done()}
     for task, launch in tasks.items():
@@ -82,7 +82,7 @@ async def _cancel_all(engine: Engine[Any], span: Span | None, tasks: Tasks) -> N
 
 async def run(spec: GroupSpec) -> SamplingResult[Any]:
     """Run a group in the running event loop."""
-    engine: Engine[Any] = Engine(spec, active_budgets())
+    engine: GroupPlan[Any] = GroupPlan(spec, active_budgets())
     span = telemetry.start_group_span(spec.name, spec.method, spec.n, spec.concurrency)
     tasks: Tasks = {}
     finished: asyncio.Queue[asyncio.Task[Candidate[Any]]] = asyncio.Queue()

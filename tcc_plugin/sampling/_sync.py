@@ -1,4 +1,4 @@
-"""The synchronous driver: samples in worker threads, decisions by the engine.
+"""The synchronous driver: samples in worker threads, decisions by the group plan.
 
 Each sample runs in a pool thread inside a copy of the caller's context
 (``contextvars.copy_context``), so the caller's budgets, the group's ledger and the
@@ -19,13 +19,13 @@ from opentelemetry.trace import Span
 
 from tcc_plugin.budget import active_budgets, using
 from tcc_plugin.sampling import telemetry
-from tcc_plugin.sampling.engine import CallSample, Engine, GroupSpec, Launch
+from tcc_plugin.sampling.group_plan import CallSample, GroupPlan, GroupSpec, Launch
 from tcc_plugin.sampling.result import Candidate, SamplingResult
 
 __all__ = ["run"]
 
 
-def _drive(engine: Engine[Any], launch: Launch) -> Candidate[Any]:
+def _drive(engine: GroupPlan[Any], launch: Launch) -> Candidate[Any]:
     """Carry out one sample's job in this (worker) thread."""
     job = engine.job(launch)
     step = next(job)
@@ -48,7 +48,7 @@ def _drive(engine: Engine[Any], launch: Launch) -> Candidate[Any]:
 
 
 def _collect(
-    engine: Engine[Any], span: Span | None, launch: Launch, future: Future[Candidate[Any]]
+    engine: GroupPlan[Any], span: Span | None, launch: Launch, future: Future[Candidate[Any]]
 ) -> None:
     try:
         candidate = future.result()
@@ -61,7 +61,7 @@ def _collect(
 
 
 def _abandon(
-    engine: Engine[Any], span: Span | None, launch: Launch, future: Future[Candidate[Any]]
+    engine: GroupPlan[Any], span: Span | None, launch: Launch, future: Future[Candidate[Any]]
 ) -> None:
     if future.cancel():  # it never started: its slot is ours to give back
         launch.release_unstarted()
@@ -71,7 +71,7 @@ def _abandon(
 
 def run(spec: GroupSpec) -> SamplingResult[Any]:
     """Run a group synchronously."""
-    engine: Engine[Any] = Engine(spec, active_budgets())
+    engine: GroupPlan[Any] = GroupPlan(spec, active_budgets())
     span = telemetry.start_group_span(spec.name, spec.method, spec.n, spec.concurrency)
     pool = ThreadPoolExecutor(max_workers=spec.concurrency, thread_name_prefix="tcc-sample")
     futures: dict[Future[Candidate[Any]], Launch] = {}

@@ -20,8 +20,8 @@ from typing import Any, TypeVar
 
 from tcc_plugin.budget import Charge, Demand
 from tcc_plugin.sampling import _async, _sync
-from tcc_plugin.sampling.engine import GroupSpec, is_async_callable
 from tcc_plugin.sampling.extract import ExtractorLike, as_extractor, math_answer
+from tcc_plugin.sampling.group_plan import GroupSpec, is_async_callable
 from tcc_plugin.sampling.result import SamplingResult
 from tcc_plugin.sampling.stopping import StopRuleLike, as_stop_rule, stop_unbeatable
 from tcc_plugin.sampling.verifiers import VerifierLike, as_verifier

@@ -14,7 +14,7 @@ function ``SamplingState -> bool`` combines too.
 - :class:`stop_on_score`: a candidate's verifier score reaches a threshold (best-of-N).
 - :class:`stop_after_completed`, :class:`stop_after_delay`, :class:`stop_never`.
 
-Rules are evaluated by the engine each time a sample finishes, never concurrently.
+Rules are evaluated by the group plan each time a sample finishes, never concurrently.
 """
 
 from __future__ import annotations

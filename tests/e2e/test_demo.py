@@ -14,7 +14,7 @@ import pytest
 
 def _tcc() -> list[str]:
     exe = shutil.which("tcc", path=os.path.dirname(sys.executable))
-    return [exe] if exe else [sys.executable, "-m", "tcc_plugin.cli"]
+    return [exe] if exe else [sys.executable, "-m", "tcc_plugin.app.cli"]
 
 
 def _run(

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tcc_plugin.report import (
+from tcc_plugin.app.report import (
     Distribution,
     Report,
     classify,
@@ -390,7 +390,7 @@ def test_tables_fit_an_80_column_terminal(traces: Path, capsys: pytest.CaptureFi
 def test_the_tcc_command_dispatches_to_report(
     traces: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from tcc_plugin.cli import main as tcc
+    from tcc_plugin.app.cli import main as tcc
 
     assert tcc(["report", str(traces), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["calls"] == 4

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from tcc_plugin.engine._cache import cache_dir, file_lock
-from tcc_plugin.engine._progress import NullProgress, Progress, Task
+from tcc_plugin.app.local_engine._cache import cache_dir, file_lock
+from tcc_plugin.app.local_engine._progress import NullProgress, Progress, Task
 
 __all__ = [
     "GEMMA3_270M",

@@ -1,13 +1,13 @@
-"""The sampling engine: every decision of a group, in one place.
+"""The sampling group plan: every decision of a group, in one place.
 
-The engine decides what to launch (concurrency limit, budget admission), turns what a
+The plan decides what to launch (concurrency limit, budget admission), turns what a
 sample returned into a candidate (extraction, verification, vote weight), keeps the
 tally, asks the stop rule, picks the winner and builds the result. The drivers
 (:mod:`tcc_plugin.sampling._sync` with threads, :mod:`tcc_plugin.sampling._async` with
-asyncio tasks) only carry its decisions out: they start what :meth:`Engine.launches`
-returns, run each sample's :meth:`Engine.job` (a generator that yields the two
+asyncio tasks) only carry its decisions out: they start what :meth:`GroupPlan.launches`
+returns, run each sample's :meth:`GroupPlan.job` (a generator that yields the two
 steps that need I/O: *call the sample*, *call the verifier*), report what finished and
-cancel what :meth:`Engine.to_cancel` says.
+cancel what :meth:`GroupPlan.to_cancel` says.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from tcc_plugin.sampling.voting import Tally, VoteRule
 __all__ = [
     "CallSample",
     "CallVerifier",
-    "Engine",
+    "GroupPlan",
     "GroupSpec",
     "Job",
     "Launch",
@@ -213,7 +213,7 @@ def is_async_callable(fn: Callable[..., Any]) -> bool:
     )
 
 
-class Engine(Generic[T]):
+class GroupPlan(Generic[T]):
     """The decisions of one sampling group (used by one driver, from one thread)."""
 
     def __init__(

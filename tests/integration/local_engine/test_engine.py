@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tcc_plugin.engine import (
+from tcc_plugin.app.local_engine import (
     CMAKE_FLAGS,
     GEMMA3_270M,
     QWEN25_CODER_05B,

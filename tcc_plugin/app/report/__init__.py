@@ -4,16 +4,16 @@ Calls, tokens (input, cached, output, reasoning and its share), cost, latency
 percentiles with their spread, time to first token, retries, budget outcomes and what
 sampling saved, as rich tables, JSON (``--json``) or a plot (``--plot out.png``).
 
-    from tcc_plugin.report import load
+    from tcc_plugin.app.report import load
     report = load("tcc-traces.jsonl")
     report.total.latency_s.p95
 """
 
-from tcc_plugin.report._cli import load, main
-from tcc_plugin.report._load import CallRecord, SamplingRecord, Spans, classify
-from tcc_plugin.report._plot import plot
-from tcc_plugin.report._render import render
-from tcc_plugin.report._summary import (
+from tcc_plugin.app.report._cli import load, main
+from tcc_plugin.app.report._load import CallRecord, SamplingRecord, Spans, classify
+from tcc_plugin.app.report._plot import plot
+from tcc_plugin.app.report._render import render
+from tcc_plugin.app.report._summary import (
     CallStats,
     Distribution,
     Report,

@@ -10,7 +10,7 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from tcc_plugin.report._summary import CallStats, Distribution, Report, SamplingStats
+from tcc_plugin.app.report._summary import CallStats, Distribution, Report, SamplingStats
 from tcc_plugin.telemetry import names
 
 __all__ = ["print_report", "render"]

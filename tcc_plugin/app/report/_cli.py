@@ -12,11 +12,11 @@ from typing import Any
 
 from rich.console import Console
 
+from tcc_plugin.app.report._load import classify
+from tcc_plugin.app.report._plot import plot
+from tcc_plugin.app.report._render import print_report
+from tcc_plugin.app.report._summary import Report, summarize
 from tcc_plugin.exporters.jsonl import read_spans
-from tcc_plugin.report._load import classify
-from tcc_plugin.report._plot import plot
-from tcc_plugin.report._render import print_report
-from tcc_plugin.report._summary import Report, summarize
 
 __all__ = ["load", "main"]
 

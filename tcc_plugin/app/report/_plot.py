@@ -11,7 +11,7 @@ import random
 from collections.abc import Sequence
 from pathlib import Path
 
-from tcc_plugin.report._load import CallRecord
+from tcc_plugin.app.report._load import CallRecord
 
 __all__ = ["PLOT_INSTALL_HINT", "plot"]
 
