@@ -20,12 +20,12 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
-from tcc_plugin.adapter import AttributeValue, ErrorInfo, ResponseInfo
+from tcc_plugin.adapter import Adapter, AttributeValue, ErrorInfo, ResponseInfo
 from tcc_plugin.instrument import Thinking, current_thinking
 from tcc_plugin.lifecycle import aopen_stream, arun, open_stream, run
 from tcc_plugin.pricing import PriceBook
 from tcc_plugin.readers import StreamAccumulator, read_response
-from tcc_plugin.retry import RetryPolicy, parse_retry_after
+from tcc_plugin.retry import RetryPolicy, classify_status
 
 __all__ = [
     "IMAGE_TOKENS",
@@ -169,39 +169,8 @@ def estimate_input_tokens(*texts: Any, messages: Any = None, schemas: Any = None
 
 
 # -- errors --------------------------------------------------------------------------------
-_STATUS_REASONS: Final = {
-    408: "request_timeout",
-    409: "conflict",
-    429: "rate_limit",
-    529: "overloaded",
-}
-
-
-def classify_status(status: int, headers: Any = None) -> ErrorInfo:
-    """How to treat an HTTP error status, honouring ``x-should-retry`` and reading
-    ``retry-after-ms`` / ``Retry-After``."""
-    if status in _STATUS_REASONS:
-        reason, retryable = _STATUS_REASONS[status], True
-    elif status >= 500:
-        reason, retryable = "server", True
-    else:
-        reason, retryable = "client", False
-    retry_after: float | None = None
-    if headers is not None:
-        try:
-            verdict = headers.get("x-should-retry")
-        except Exception:
-            verdict = None
-        if verdict == "true":
-            retryable = True
-        elif verdict == "false":
-            retryable = False
-        retry_after = parse_retry_after(headers)
-    return ErrorInfo(retryable, reason, status, retry_after if retryable else None)
-
-
 # -- the adapter base ----------------------------------------------------------------------
-class PostAdapter:
+class PostAdapter(Adapter["PostRequest", Any]):
     """Translates the requests and responses of one API path of one provider.
 
     Subclasses implement :meth:`describe`, :meth:`clamp` and :meth:`adjust` (applying
@@ -249,7 +218,7 @@ class PostAdapter:
         """``request`` with the neutral thinking budget and stream usage options applied."""
         return request
 
-    # -- the Adapter protocol --------------------------------------------------------------
+    # -- the Adapter interface -------------------------------------------------------------
     def describe(self, request: PostRequest) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -278,7 +247,7 @@ class PostAdapter:
         """A reader for the chunks of a streamed response."""
         return self.stream_accumulator()
 
-    # -- RetryAware ------------------------------------------------------------------------
+    # -- retry hooks ------------------------------------------------------------------------
     def classify_error(self, error: BaseException) -> ErrorInfo | None:
         """The provider SDK's reading of ``error`` (``None``: not the SDK's)."""
         return self._classify(error)

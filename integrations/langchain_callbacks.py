@@ -31,7 +31,7 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.outputs import LLMResult
 from langchain_core.tracers.context import register_configure_hook
 
-from tcc_plugin.adapter import AttributeValue, CallInfo, Clamp, ResponseInfo, StreamReader
+from tcc_plugin.adapter import Adapter, AttributeValue, CallInfo, Clamp, ResponseInfo, StreamReader
 from tcc_plugin.budget import Budget, active_budgets
 from tcc_plugin.errors import TCCError
 from tcc_plugin.integrations._common import estimate_input_tokens
@@ -126,7 +126,7 @@ def _message_view(message: Any) -> dict[str, Any]:
     return view
 
 
-class LangChainAdapter:
+class LangChainAdapter(Adapter["LangChainRequest", Any]):
     """Describes a LangChain model call and reads its ``LLMResult``.
 
     The output cap is the request's ``max_tokens``-like invocation parameter (else the

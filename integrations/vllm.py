@@ -49,7 +49,7 @@ except ImportError as exc:  # pragma: no cover - the extra is missing
         "tcc_plugin.integrations.vllm needs httpx2: pip install 'tcc-plugin[vllm]'"
     ) from exc
 
-from tcc_plugin.adapter import AttributeValue, CallInfo, Clamp, ResponseInfo, StreamReader
+from tcc_plugin.adapter import Adapter, AttributeValue, CallInfo, Clamp, ResponseInfo, StreamReader
 from tcc_plugin.gpu_time import InFlightMeter, SharedGpuHourPrice, meter_for
 from tcc_plugin.lifecycle import (
     AsyncObservedStream,
@@ -347,7 +347,7 @@ class _StreamState:
 
 
 # -- the adapter ----------------------------------------------------------------------------
-class ServerAdapter:
+class ServerAdapter(Adapter["ServerRequest", "ServerResponse"]):
     """Translates :class:`ServerRequest` / :class:`ServerResponse` for the lifecycle."""
 
     def __init__(self, dialect: Dialect, host: str | None, port: int | None) -> None:

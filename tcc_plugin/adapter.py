@@ -1,4 +1,4 @@
-"""The small protocol every integration implements, and the types it speaks.
+"""The small base class every integration's adapter derives from, and the types it speaks.
 
 An adapter only translates: it describes a request (model, provider, output cap,
 thinking budget), rewrites it when a budget clamps it, and reads usage out of a
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from tcc_plugin.usage import Usage
 
@@ -21,7 +21,6 @@ __all__ = [
     "Clamp",
     "ErrorInfo",
     "ResponseInfo",
-    "RetryAware",
     "StreamReader",
 ]
 
@@ -95,24 +94,44 @@ class StreamReader(Protocol):
         """What the chunks read so far amount to."""
 
 
-class Adapter(Protocol[RequestT, ResponseT]):
+class Adapter(Generic[RequestT, ResponseT]):
     """Translate between one provider's request/response shapes and the core's types.
 
-    Optionally, ``output_messages(response)`` returns a response's output for opt-in
-    content capture; the lifecycle calls it only when content is recorded and
-    :meth:`read_response` left ``ResponseInfo.output_messages`` unset."""
+    Subclasses implement the four translation methods; the optional hooks below have
+    no-op defaults, so the lifecycle calls them unconditionally."""
 
     def describe(self, request: RequestT) -> CallInfo:
         """Model, provider, operation, output cap and thinking budget of ``request``."""
+        raise NotImplementedError
 
     def clamp(self, request: RequestT, clamp: Clamp) -> RequestT:
         """``request`` with its output cap (and thinking budget) lowered to ``clamp``."""
+        raise NotImplementedError
 
     def read_response(self, response: ResponseT) -> ResponseInfo:
         """Usage and response metadata of a complete (non-stream) response."""
+        raise NotImplementedError
 
     def stream_reader(self, request: RequestT) -> StreamReader:
         """A fresh reader for the chunks of a streamed response to ``request``."""
+        raise NotImplementedError
+
+    # -- optional hooks (no-op defaults) ---------------------------------------------------
+    def output_messages(self, response: ResponseT) -> Any:
+        """A response's output for opt-in content capture; called only when content is
+        recorded and :meth:`read_response` left ``ResponseInfo.output_messages`` unset.
+        ``None``: nothing to record."""
+        return None
+
+    def classify_error(self, error: BaseException) -> ErrorInfo | None:
+        """How to treat ``error`` from the provider's SDK for retrying (``None``: not
+        the SDK's; the core's generic classification then applies)."""
+        return None
+
+    def without_provider_retries(self, request: RequestT) -> RequestT:
+        """``request`` made so that the provider SDK does not retry it itself (called
+        while a :class:`tcc_plugin.RetryPolicy` applies)."""
+        return request
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,16 +149,3 @@ class ErrorInfo:
     reason: str
     status: int | None = None
     retry_after: float | None = None
-
-
-class RetryAware(Protocol[RequestT]):
-    """Optional adapter methods for the retry layer (:class:`tcc_plugin.RetryPolicy`).
-
-    An adapter without them gets the core's generic classification (status codes and
-    headers read by duck typing; timeouts and connection errors by type)."""
-
-    def classify_error(self, error: BaseException) -> ErrorInfo | None:
-        """How to treat ``error`` from the provider's SDK (``None``: not the SDK's)."""
-
-    def without_provider_retries(self, request: RequestT) -> RequestT:
-        """``request`` made so that the provider SDK does not retry it itself."""

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any, TypeVar, cast, overload
 
-from tcc_plugin.adapter import CallInfo, Clamp, ResponseInfo, StreamReader
+from tcc_plugin.adapter import Adapter, CallInfo, Clamp, ResponseInfo, StreamReader
 from tcc_plugin.budget import Budget, active_budgets
 from tcc_plugin.errors import ResponseError
 from tcc_plugin.lifecycle import (
@@ -60,7 +60,7 @@ class _ExtractorStreamReader:
         return ResponseInfo(usage=self._usage)
 
 
-class FunctionAdapter:
+class FunctionAdapter(Adapter[inspect.BoundArguments, Any]):
     """The adapter of a decorated function; its request is the call's bound arguments."""
 
     def __init__(

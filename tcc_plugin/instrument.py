@@ -1,8 +1,10 @@
 """``instrument(client)``: every call of a provider client budgeted, priced and traced.
 
 :func:`instrument` dispatches on the client's package (``openai``, ``anthropic``) to the
-matching integration, imported only then: importing :mod:`tcc_plugin` imports no
-provider SDK.
+integration registered for it. Integrations register themselves: the installed ones
+through the ``tcc_plugin.integrations`` entry-point group (loaded only when a client of
+that package is instrumented, so importing :mod:`tcc_plugin` imports no provider SDK),
+others with :func:`register_integration`. The core never names an integration.
 
 A provider-neutral *thinking budget* is either a number of tokens or an effort level
 (:data:`Effort`). Each integration maps it to its provider's knob (OpenAI
@@ -16,9 +18,10 @@ the request sets itself.
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Iterator, Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from importlib import import_module
+from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, get_args
 
 if TYPE_CHECKING:
@@ -28,11 +31,13 @@ if TYPE_CHECKING:
 __all__ = [
     "EFFORTS",
     "EFFORT_TOKENS",
+    "ENTRY_POINT_GROUP",
     "Effort",
     "Thinking",
     "check_thinking",
     "current_thinking",
     "instrument",
+    "register_integration",
     "thinking",
 ]
 
@@ -59,10 +64,15 @@ level at or below a number of tokens) where a provider wants a level."""
 
 ClientT = TypeVar("ClientT")
 
-_INTEGRATIONS: Final = {
-    "openai": "tcc_plugin.integrations.openai",
-    "anthropic": "tcc_plugin.integrations.anthropic",
-}
+ENTRY_POINT_GROUP: Final = "tcc_plugin.integrations"
+"""The entry-point group integrations register in: the entry point's name is the root
+package of the clients it instruments (``openai``), its value the integration's
+``instrument(client, *, price_book, retry, thinking, **options)`` function."""
+
+Instrumenter = Callable[..., Any]
+
+_REGISTRY: dict[str, Instrumenter] = {}
+_REGISTRY_LOCK = threading.Lock()
 
 # Empty outside any thinking() block, else a 1-tuple holding the block's budget.
 _SCOPE: contextvars.ContextVar[tuple[Thinking | None, ...]] = contextvars.ContextVar(
@@ -106,11 +116,37 @@ def current_thinking(default: Thinking | None = None) -> Thinking | None:
     return scoped[0] if scoped else default
 
 
-def _integration_for(client: object) -> Any:
-    for cls in type(client).__mro__:
-        root = (cls.__module__ or "").split(".", 1)[0]
-        if root in _INTEGRATIONS:
-            return import_module(_INTEGRATIONS[root])
+def register_integration(package: str, instrument: Instrumenter) -> None:
+    """Make :func:`instrument` hand clients whose classes come from the top-level
+    package ``package`` to ``instrument`` (which wins over an entry point of that name)."""
+    with _REGISTRY_LOCK:
+        _REGISTRY[package] = instrument
+
+
+def _from_entry_point(package: str) -> Instrumenter | None:
+    for point in entry_points(group=ENTRY_POINT_GROUP, name=package):
+        loaded = point.load()
+        if not callable(loaded):
+            raise TypeError(
+                f"entry point {point.name} = {point.value} in group {ENTRY_POINT_GROUP} "
+                "is not callable"
+            )
+        with _REGISTRY_LOCK:
+            return _REGISTRY.setdefault(package, loaded)
+    return None
+
+
+def _integration_for(client: object) -> Instrumenter:
+    roots = [(cls.__module__ or "").split(".", 1)[0] for cls in type(client).__mro__]
+    for root in roots:
+        found = _REGISTRY.get(root)
+        if found is not None:
+            return found
+    for root in dict.fromkeys(roots):
+        if root and root != "builtins":
+            found = _from_entry_point(root)
+            if found is not None:
+                return found
     raise TypeError(
         f"tcc_plugin.instrument() supports openai.OpenAI / AsyncOpenAI and anthropic.Anthropic "
         f"/ AsyncAnthropic clients (and their subclasses); got {type(client).__qualname__}. "
@@ -137,8 +173,8 @@ def instrument(
     budget (tokens or an effort level). Copies made with ``client.with_options(...)``
     are instrumented alike. Calling it again replaces the settings.
     """
-    module = _integration_for(client)
-    result: ClientT = module.instrument(
+    integration = _integration_for(client)
+    result: ClientT = integration(
         client, price_book=price_book, retry=retry, thinking=check_thinking(thinking)
     )
     return result

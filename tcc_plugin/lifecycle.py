@@ -148,9 +148,7 @@ class Call(Generic[RequestT]):
         chain = active_budgets() if budgets is None else budgets
         policy = retry if retry is not None else active_retry_policy()
         if policy is not None:
-            no_sdk_retries = getattr(adapter, "without_provider_retries", None)
-            if no_sdk_retries is not None:
-                request = no_sdk_retries(request)
+            request = adapter.without_provider_retries(request)
         price = book.lookup(info.model, info.provider)
         capture = recorder.capture_content()
         span = recorder.start_call_span(info, span_name, capture=capture)
@@ -275,13 +273,11 @@ class Call(Generic[RequestT]):
             raise
 
     def _classify(self, error: BaseException) -> ErrorInfo | None:
-        classify = getattr(self.adapter, "classify_error", None)
         info: ErrorInfo | None = None
-        if classify is not None:
-            try:
-                info = classify(error)
-            except Exception:
-                logger.warning("tcc_plugin: classify_error raised (ignored)", exc_info=True)
+        try:
+            info = self.adapter.classify_error(error)
+        except Exception:
+            logger.warning("tcc_plugin: classify_error raised (ignored)", exc_info=True)
         return info if info is not None else classify_error(error)
 
     def _time_left(self) -> float | None:
@@ -360,12 +356,10 @@ class Call(Generic[RequestT]):
             logger.warning("tcc_plugin could not read a response's usage", exc_info=True)
             return None
         if self.capture and info.output_messages is None:
-            output_messages = getattr(self.adapter, "output_messages", None)
-            if output_messages is not None:
-                try:
-                    info = replace(info, output_messages=output_messages(response))
-                except Exception:
-                    logger.warning("tcc_plugin could not read a response's output", exc_info=True)
+            try:
+                info = replace(info, output_messages=self.adapter.output_messages(response))
+            except Exception:
+                logger.warning("tcc_plugin could not read a response's output", exc_info=True)
         return info
 
     def succeed(self, response: ResponseInfo | None, **extra: AttributeValue) -> None:

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from types import TracebackType
-from typing import Any
+from typing import Any, Final
 
 import tenacity
 from tenacity.stop import stop_base
@@ -34,6 +34,7 @@ __all__ = [
     "RetryPolicy",
     "active_retry_policy",
     "classify_error",
+    "classify_status",
     "parse_retry_after",
     "wait_retry_after",
 ]
@@ -42,7 +43,14 @@ _ACTIVE: contextvars.ContextVar[tuple[RetryPolicy, ...]] = contextvars.ContextVa
     "tcc_plugin_retry_policies", default=()
 )
 
-_RETRYABLE_STATUS = {408: "request_timeout", 409: "conflict", 429: "rate_limit", 529: "overloaded"}
+# The one table of retryable HTTP statuses (every 5xx is retryable too); integrations
+# classify statuses through classify_status below.
+_RETRYABLE_STATUS: Final = {
+    408: "request_timeout",
+    409: "conflict",
+    429: "rate_limit",
+    529: "overloaded",
+}
 # Exception class names of httpx/httpx2 (and similar clients), matched along the MRO so
 # the core needs to import none of them.
 _TIMEOUT_NAMES = {
@@ -139,12 +147,7 @@ def classify_error(error: BaseException) -> ErrorInfo | None:
     if not isinstance(status, int):
         status = getattr(response, "status_code", None)
     if isinstance(status, int):
-        retry_after = parse_retry_after(getattr(response, "headers", None))
-        if status in _RETRYABLE_STATUS:
-            return ErrorInfo(True, _RETRYABLE_STATUS[status], status, retry_after)
-        if status >= 500:
-            return ErrorInfo(True, "server", status, retry_after)
-        return ErrorInfo(False, "client", status)
+        return classify_status(status, getattr(response, "headers", None), trust_header=False)
     if isinstance(error, json.JSONDecodeError):  # a body that is not what it claims
         return ErrorInfo(False, "malformed")
     names = _names(error)
@@ -153,6 +156,33 @@ def classify_error(error: BaseException) -> ErrorInfo | None:
     if isinstance(error, ConnectionError) or names & _CONNECTION_NAMES:
         return ErrorInfo(True, "connection")
     return None
+
+
+def classify_status(status: int, headers: Any = None, *, trust_header: bool = True) -> ErrorInfo:
+    """How to treat an HTTP error status: 408, 409, 429, 529 and 5xx are retryable.
+
+    ``Retry-After`` / ``retry-after-ms`` are read from ``headers``; with ``trust_header``
+    a provider's ``x-should-retry: true|false`` overrides the table (the OpenAI and
+    Anthropic SDKs send it)."""
+    if status in _RETRYABLE_STATUS:
+        reason, retryable = _RETRYABLE_STATUS[status], True
+    elif status >= 500:
+        reason, retryable = "server", True
+    else:
+        reason, retryable = "client", False
+    retry_after: float | None = None
+    if headers is not None:
+        if trust_header:
+            try:
+                verdict = headers.get("x-should-retry")
+            except Exception:
+                verdict = None
+            if verdict == "true":
+                retryable = True
+            elif verdict == "false":
+                retryable = False
+        retry_after = parse_retry_after(headers)
+    return ErrorInfo(retryable, reason, status, retry_after if retryable else None)
 
 
 class wait_retry_after(wait_base):

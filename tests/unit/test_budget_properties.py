@@ -36,7 +36,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from tcc_plugin import Budget, BudgetExceeded, PriceBook, PriceUnknown, TokenPrice, Usage
-from tcc_plugin.adapter import CallInfo, Clamp, ResponseInfo
+from tcc_plugin.adapter import Adapter, CallInfo, Clamp, ResponseInfo
 from tcc_plugin.budget import LIMITS
 from tcc_plugin.lifecycle import arun, run
 from tcc_plugin.retry import RetriesExhausted, RetryPolicy
@@ -254,7 +254,7 @@ class Response:
     usage: Usage | None
 
 
-class FakeAdapter:
+class FakeAdapter(Adapter["Request", "Response"]):
     """Translates the fake provider's requests and responses (a provider test double)."""
 
     def describe(self, request: Request) -> CallInfo:

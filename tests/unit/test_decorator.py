@@ -303,11 +303,11 @@ async def test_cancelled_task_releases_its_reservation() -> None:
 def test_content_is_recorded_only_on_opt_in(
     telemetry: Telemetry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tcc_plugin.adapter import CallInfo, Clamp, ResponseInfo
+    from tcc_plugin.adapter import Adapter, CallInfo, Clamp, ResponseInfo
     from tcc_plugin.lifecycle import run
     from tcc_plugin.readers import StreamAccumulator
 
-    class EchoAdapter:
+    class EchoAdapter(Adapter[str, Any]):
         def describe(self, request: str) -> CallInfo:
             return CallInfo(
                 model="o3", provider="openai", input_messages=[{"role": "user", "content": request}]

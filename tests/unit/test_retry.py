@@ -12,7 +12,7 @@ import tenacity
 from opentelemetry.trace import StatusCode
 
 from tcc_plugin import BudgetExceeded, budget, llm_call
-from tcc_plugin.adapter import CallInfo, Clamp, ErrorInfo, ResponseInfo
+from tcc_plugin.adapter import Adapter, CallInfo, Clamp, ErrorInfo, ResponseInfo
 from tcc_plugin.lifecycle import run
 from tcc_plugin.readers import StreamAccumulator
 from tcc_plugin.retry import (
@@ -302,7 +302,7 @@ async def test_async_retries_use_the_async_sleep() -> None:
     assert clock.sleeps == [0.5]
 
 
-class SdkAdapter:
+class SdkAdapter(Adapter[dict[str, Any], dict[str, Any]]):
     """A provider adapter with its own retry knob and classification."""
 
     def __init__(self) -> None:
