@@ -1,0 +1,137 @@
+"""Replays a recorded exchange through a real, instrumented SDK client.
+
+The client's HTTP is answered by ``httpx2.MockTransport`` with the recorded status,
+headers and body bytes (gzip-compressed bodies stay compressed on the wire; streams
+arrive one SSE frame per read). The request is made through the SDK method a user
+would call, with the recorded body's fields as its arguments (fields the installed SDK
+does not name go through ``extra_body``).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import anthropic
+import httpx2
+import openai
+
+from tcc_plugin.integrations import anthropic as tcc_anthropic
+from tcc_plugin.integrations import openai as tcc_openai
+
+from .cassettes import Exchange
+
+
+class Replayer:
+    """Answers the SDK's request with ``ex``'s recorded response (once) and checks the
+    request went to the recorded method and path."""
+
+    def __init__(self, ex: Exchange, *, asynchronous: bool, body: bytes | None = None) -> None:
+        self.ex = ex
+        self.asynchronous = asynchronous
+        self.body = body
+        self.requests: list[Any] = []
+
+    def __call__(self, request: Any) -> Any:
+        self.requests.append(request)
+        assert len(self.requests) == 1, "a replayed call must make exactly one request"
+        assert request.method == self.ex.method
+        assert request.url.path == self.ex.path, (request.url.path, self.ex.path)
+        frames = [self.body] if self.body is not None else self.ex.frames()
+        if not self.ex.sse:
+            return httpx2.Response(
+                self.ex.status, headers=self.ex.headers, content=b"".join(frames)
+            )
+
+        def chunks() -> Iterator[bytes]:
+            yield from frames
+
+        async def achunks() -> AsyncIterator[bytes]:
+            for frame in frames:
+                yield frame
+
+        return httpx2.Response(
+            self.ex.status,
+            headers=self.ex.headers,
+            content=achunks() if self.asynchronous else chunks(),
+        )
+
+
+def client_for(ex: Exchange, replayer: Replayer, **instrument: Any) -> Any:
+    """A real SDK client for ``ex``'s provider, answered by ``replayer``, instrumented."""
+    transport = httpx2.MockTransport(replayer)
+    http = (httpx2.AsyncClient if replayer.asynchronous else httpx2.Client)(transport=transport)
+    url = urlsplit(ex.url)
+    if ex.provider == "anthropic":
+        cls = anthropic.AsyncAnthropic if replayer.asynchronous else anthropic.Anthropic
+        client = cls(api_key="sk-ant-replay", http_client=http, max_retries=0)
+        return tcc_anthropic.instrument(client, **instrument)
+    if ex.provider == "azure":
+        azure = openai.AsyncAzureOpenAI if replayer.asynchronous else openai.AzureOpenAI
+        version = parse_qs(url.query).get("api-version", ["2024-02-01"])[0]
+        client = azure(
+            api_key="replay",
+            api_version=version,
+            azure_endpoint=f"{url.scheme}://{url.netloc}",
+            http_client=http,
+            max_retries=0,
+        )
+        return tcc_openai.instrument(client, **instrument)
+    cls_ = openai.AsyncOpenAI if replayer.asynchronous else openai.OpenAI
+    base = url.path.split("/chat/completions")[0].split("/completions")[0].split("/responses")[0]
+    client = cls_(
+        api_key="sk-replay",
+        base_url=f"{url.scheme}://{url.netloc}{base}",
+        http_client=http,
+        max_retries=0,
+    )
+    return tcc_openai.instrument(client, **instrument)
+
+
+def resource(client: Any, ex: Exchange) -> Any:
+    """The SDK resource the recorded request was made through."""
+    path = ex.path
+    if path.endswith("/messages"):
+        beta = "beta=true" in urlsplit(ex.url).query
+        return client.beta.messages if beta else client.messages
+    if path.endswith("/chat/completions"):
+        return client.chat.completions
+    if "/responses" in path:
+        return client.responses
+    if path.endswith("/completions"):
+        return client.completions
+    raise AssertionError(f"no SDK resource for {path}")
+
+
+def arguments(method: Callable[..., Any], body: dict[str, Any]) -> dict[str, Any]:
+    """``body`` as keyword arguments of ``method``; unknown fields via ``extra_body``."""
+    params = inspect.signature(method).parameters
+    known = {k: v for k, v in body.items() if k in params}
+    extra = {k: v for k, v in body.items() if k not in params}
+    if extra:
+        known["extra_body"] = extra
+    return known
+
+
+def send(client: Any, ex: Exchange, *, raw: bool = False) -> Any:
+    """Make the recorded request with the SDK (a coroutine for an async client)."""
+    res = resource(client, ex)
+    if raw:
+        res = res.with_raw_response
+    if ex.method == "GET":  # e.g. polling a background response
+        return res.retrieve(ex.path.rsplit("/", 1)[-1])
+    body = dict(ex.request_body or {})
+    if ex.provider == "azure":
+        body["model"] = ex.path.split("/deployments/")[1].split("/")[0]
+    return res.create(**arguments(res.create, body))
+
+
+def stream_helper(client: Any, ex: Exchange) -> Any:
+    """The SDK's stream helper for the recorded request (a context manager)."""
+    res = resource(client, ex)
+    body = {k: v for k, v in (ex.request_body or {}).items() if k != "stream"}
+    if ex.provider == "azure":
+        body["model"] = ex.path.split("/deployments/")[1].split("/")[0]
+    return res.stream(**arguments(res.stream, body))
