@@ -9,6 +9,7 @@ does not name go through ``extra_body``).
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -20,6 +21,7 @@ import openai
 
 from tcc_plugin.integrations import anthropic as tcc_anthropic
 from tcc_plugin.integrations import openai as tcc_openai
+from tcc_plugin.telemetry import names
 
 from .cassettes import Exchange
 
@@ -135,3 +137,46 @@ def stream_helper(client: Any, ex: Exchange) -> Any:
     if ex.provider == "azure":
         body["model"] = ex.path.split("/deployments/")[1].split("/")[0]
     return res.stream(**arguments(res.stream, body))
+
+
+def run(ex: Exchange, call: Callable[[Any], Any], **instrument: Any) -> Any:
+    """``call(client)`` against a client of the kind the recording used (an async
+    ``call`` on an async client is run to completion)."""
+    asynchronous = ex.client == "async"
+    client = client_for(ex, Replayer(ex, asynchronous=asynchronous), **instrument)
+    if asynchronous:
+        return asyncio.run(call(client))
+    return call(client)
+
+
+def consume(ex: Exchange, **instrument: Any) -> Any:
+    """Make the recorded call and read it to the end (a stream, every event); returns
+    the response (a stream: the list of its events)."""
+
+    def sync(client: Any) -> Any:
+        response = send(client, ex)
+        return list(response) if ex.sse else response
+
+    async def asynchronous(client: Any) -> Any:
+        response = await send(client, ex)
+        return [chunk async for chunk in response] if ex.sse else response
+
+    return run(ex, asynchronous if ex.client == "async" else sync, **instrument)
+
+
+def our_spans(telemetry: Any) -> list[Any]:
+    """Spans of this project (the anthropic SDK may record its own)."""
+    return [
+        s
+        for s in telemetry.spans()
+        if s.instrumentation_scope is not None
+        and s.instrumentation_scope.name == names.INSTRUMENTATION_NAME
+    ]
+
+
+def our_span_attributes(telemetry: Any) -> dict[str, Any]:
+    """The attributes of the one span of this project."""
+    spans = our_spans(telemetry)
+    assert len(spans) == 1, [s.name for s in spans]
+    assert spans[0].end_time is not None
+    return dict(spans[0].attributes or {})

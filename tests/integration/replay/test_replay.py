@@ -28,7 +28,7 @@ from .cassettes import (  # noqa: E402
     recorded_model,
     recorded_usage,
 )
-from .driver import Replayer, client_for, send, stream_helper  # noqa: E402
+from .driver import our_spans, run, send, stream_helper  # noqa: E402
 
 EXCHANGES = list(all_exchanges())
 STREAMS = [ex for ex in EXCHANGES if ex.sse and ex.status < 300]
@@ -48,16 +48,6 @@ def test_cassettes_are_present() -> None:
             pytest.fail("../shared/cassettes is missing: the replay suite cannot run")
         pytest.skip("../shared/cassettes is absent (outside CI)")
     assert len(EXCHANGES) == 82
-
-
-def our_spans(telemetry: Telemetry) -> list[Any]:
-    """Spans of this project (the anthropic SDK may record its own)."""
-    return [
-        s
-        for s in telemetry.spans()
-        if s.instrumentation_scope is not None
-        and s.instrumentation_scope.name == names.INSTRUMENTATION_NAME
-    ]
 
 
 def check_span(telemetry: Telemetry, ex: Exchange, *, complete: bool = True) -> dict[str, Any]:
@@ -107,16 +97,6 @@ def check_events(ex: Exchange, received: list[Any]) -> None:
     keep-alive ``ping`` events it is documented to ignore)."""
     expected = [e for e in recorded_events(ex) if e.get("type") != "ping"]
     assert [as_data(e) for e in received] == expected
-
-
-def run(ex: Exchange, call: Any) -> Any:
-    """Run ``call(client)`` against a client of the kind the recording used."""
-    asynchronous = ex.client == "async"
-    replayer = Replayer(ex, asynchronous=asynchronous)
-    client = client_for(ex, replayer)
-    if asynchronous:
-        return asyncio.run(call(client))
-    return call(client)
 
 
 # -- plain calls ---------------------------------------------------------------------------
