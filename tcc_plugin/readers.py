@@ -34,10 +34,12 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from tcc_plugin.adapter import ResponseInfo
-from tcc_plugin.errors import ResponseError
+from tcc_plugin.errors import ResponseError, UsageError
+from tcc_plugin.telemetry import names
 from tcc_plugin.usage import BilledStep, Usage
 
 __all__ = [
@@ -368,23 +370,27 @@ def read_response(response: Any) -> ResponseInfo:
             response_id=_get(response, "id"),
             finish_reasons=(str(reason),) if reason else (),
         )
-    if _get(response, "type") == "message":
-        block = _get(response, "usage")
-        if block is not None:
-            thinking, other = _content_chars(_get(response, "content"))
-            usage, unreported, estimated, steps, tools = _anthropic_info(block, thinking, other)
-            return _response_info(
-                response,
-                usage,
-                _finish_reasons(response),
-                unreported=unreported,
-                estimated=estimated,
-                extra_steps=steps,
-                server_tools=tools,
-            )
-    read = read_usage(response)
-    unreported = _unreported(_get(response, "usage")) if read is not None else _NONE
-    return _response_info(response, read, _finish_reasons(response), unreported=unreported)
+    reasons = _finish_reasons(response)
+    try:
+        if _get(response, "type") == "message":
+            block = _get(response, "usage")
+            if block is not None:
+                thinking, other = _content_chars(_get(response, "content"))
+                usage, unreported, estimated, steps, tools = _anthropic_info(block, thinking, other)
+                return _response_info(
+                    response,
+                    usage,
+                    reasons,
+                    unreported=unreported,
+                    estimated=estimated,
+                    extra_steps=steps,
+                    server_tools=tools,
+                )
+        read = read_usage(response)
+        unreported = _unreported(_get(response, "usage")) if read is not None else _NONE
+    except (ResponseError, UsageError) as exc:
+        return _unreadable(response, reasons, exc)
+    return _response_info(response, read, reasons, unreported=unreported)
 
 
 def _response_info(
@@ -416,12 +422,23 @@ def read_chat_response(response: Any) -> ResponseInfo:
     legacy Completions one (SDK object or JSON): the same result, without probing for
     the other shapes. Usage of another shape still goes through :func:`read_usage`."""
     usage = _get(response, "usage")
-    if usage is not None and (_has(usage, "prompt_tokens") or _has(usage, "completion_tokens")):
-        read: Usage | None = _chat_usage(usage)
-    else:
-        read = read_usage(response)
-    unreported = _unreported(usage) if read is not None else _NONE
-    return _response_info(response, read, tuple(_choice_reasons(response)), unreported=unreported)
+    reasons = tuple(_choice_reasons(response))
+    try:
+        if usage is not None and (_has(usage, "prompt_tokens") or _has(usage, "completion_tokens")):
+            read: Usage | None = _chat_usage(usage)
+        else:
+            read = read_usage(response)
+        unreported = _unreported(usage) if read is not None else _NONE
+    except (ResponseError, UsageError) as exc:
+        return _unreadable(response, reasons, exc)
+    return _response_info(response, read, reasons, unreported=unreported)
+
+
+def _unreadable(response: Any, reasons: tuple[str, ...], error: Exception) -> ResponseInfo:
+    """What is known of a response whose usage cannot be read: no usage (the call is
+    charged its reservation and flagged), the reason under ``tcc.usage.error``."""
+    info = _response_info(response, None, reasons)
+    return replace(info, attributes={names.USAGE_ERROR: str(error)})
 
 
 class StreamAccumulator:

@@ -58,6 +58,7 @@ USAGE_MISSING: Final = "tcc.usage.missing"
 USAGE_ESTIMATED: Final = "tcc.usage.estimated"
 USAGE_ESTIMATED_FIELDS: Final = "tcc.usage.estimated_fields"
 USAGE_UNREPORTED: Final = "tcc.usage.unreported"
+USAGE_ERROR: Final = "tcc.usage.error"
 # An extra billed step of a call (Anthropic usage.iterations): tcc.usage.<kind>.<field>
 USAGE_STEP_PREFIX: Final = "tcc.usage."
 SERVER_TOOL_PREFIX: Final = "tcc.server_tool."

@@ -30,10 +30,9 @@ class Replayer:
     """Answers the SDK's request with ``ex``'s recorded response (once) and checks the
     request went to the recorded method and path."""
 
-    def __init__(self, ex: Exchange, *, asynchronous: bool, body: bytes | None = None) -> None:
+    def __init__(self, ex: Exchange, *, asynchronous: bool) -> None:
         self.ex = ex
         self.asynchronous = asynchronous
-        self.body = body
         self.requests: list[Any] = []
 
     def __call__(self, request: Any) -> Any:
@@ -41,7 +40,7 @@ class Replayer:
         assert len(self.requests) == 1, "a replayed call must make exactly one request"
         assert request.method == self.ex.method
         assert request.url.path == self.ex.path, (request.url.path, self.ex.path)
-        frames = [self.body] if self.body is not None else self.ex.frames()
+        frames = self.ex.frames()
         if not self.ex.sse:
             return httpx2.Response(
                 self.ex.status, headers=self.ex.headers, content=b"".join(frames)
@@ -61,15 +60,19 @@ class Replayer:
         )
 
 
-def client_for(ex: Exchange, replayer: Replayer, **instrument: Any) -> Any:
-    """A real SDK client for ``ex``'s provider, answered by ``replayer``, instrumented."""
+def client_for(
+    ex: Exchange, replayer: Replayer, *, instrumented: bool = True, **instrument: Any
+) -> Any:
+    """A real SDK client for ``ex``'s provider, answered by ``replayer``, instrumented
+    (with ``instrument``'s options) unless ``instrumented`` is false."""
     transport = httpx2.MockTransport(replayer)
     http = (httpx2.AsyncClient if replayer.asynchronous else httpx2.Client)(transport=transport)
     url = urlsplit(ex.url)
+    client: Any
     if ex.provider == "anthropic":
         cls = anthropic.AsyncAnthropic if replayer.asynchronous else anthropic.Anthropic
         client = cls(api_key="sk-ant-replay", http_client=http, max_retries=0)
-        return tcc_anthropic.instrument(client, **instrument)
+        return tcc_anthropic.instrument(client, **instrument) if instrumented else client
     if ex.provider == "azure":
         azure = openai.AsyncAzureOpenAI if replayer.asynchronous else openai.AzureOpenAI
         version = parse_qs(url.query).get("api-version", ["2024-02-01"])[0]
@@ -80,16 +83,18 @@ def client_for(ex: Exchange, replayer: Replayer, **instrument: Any) -> Any:
             http_client=http,
             max_retries=0,
         )
-        return tcc_openai.instrument(client, **instrument)
-    cls_ = openai.AsyncOpenAI if replayer.asynchronous else openai.OpenAI
-    base = url.path.split("/chat/completions")[0].split("/completions")[0].split("/responses")[0]
-    client = cls_(
-        api_key="sk-replay",
-        base_url=f"{url.scheme}://{url.netloc}{base}",
-        http_client=http,
-        max_retries=0,
-    )
-    return tcc_openai.instrument(client, **instrument)
+    else:
+        cls_ = openai.AsyncOpenAI if replayer.asynchronous else openai.OpenAI
+        base = url.path
+        for endpoint in ("/chat/completions", "/completions", "/responses"):
+            base = base.split(endpoint)[0]
+        client = cls_(
+            api_key="sk-replay",
+            base_url=f"{url.scheme}://{url.netloc}{base}",
+            http_client=http,
+            max_retries=0,
+        )
+    return tcc_openai.instrument(client, **instrument) if instrumented else client
 
 
 def resource(client: Any, ex: Exchange) -> Any:
@@ -139,17 +144,20 @@ def stream_helper(client: Any, ex: Exchange) -> Any:
     return res.stream(**arguments(res.stream, body))
 
 
-def run(ex: Exchange, call: Callable[[Any], Any], **instrument: Any) -> Any:
+def run(
+    ex: Exchange, call: Callable[[Any], Any], *, instrumented: bool = True, **instrument: Any
+) -> Any:
     """``call(client)`` against a client of the kind the recording used (an async
     ``call`` on an async client is run to completion)."""
     asynchronous = ex.client == "async"
-    client = client_for(ex, Replayer(ex, asynchronous=asynchronous), **instrument)
+    replayer = Replayer(ex, asynchronous=asynchronous)
+    client = client_for(ex, replayer, instrumented=instrumented, **instrument)
     if asynchronous:
         return asyncio.run(call(client))
     return call(client)
 
 
-def consume(ex: Exchange, **instrument: Any) -> Any:
+def consume(ex: Exchange, *, instrumented: bool = True, **instrument: Any) -> Any:
     """Make the recorded call and read it to the end (a stream, every event); returns
     the response (a stream: the list of its events)."""
 
@@ -161,7 +169,8 @@ def consume(ex: Exchange, **instrument: Any) -> Any:
         response = await send(client, ex)
         return [chunk async for chunk in response] if ex.sse else response
 
-    return run(ex, asynchronous if ex.client == "async" else sync, **instrument)
+    call = asynchronous if ex.client == "async" else sync
+    return run(ex, call, instrumented=instrumented, **instrument)
 
 
 def our_spans(telemetry: Any) -> list[Any]:
