@@ -329,14 +329,16 @@ class PriceBook:
             stacklevel=3,
         )
 
-    def _find(self, model: str, provider: str | None) -> Price | None:
+    def _find(
+        self, model: str, provider: str | None, seen: frozenset[str] = frozenset()
+    ) -> Price | None:
         for key in ((provider, model), (None, model)):
             if key in self._overrides:
                 return self._overrides[key]
         for key in ((provider, model), (None, model)):
             target = self._aliases.get(key)
-            if target is not None and target != model:
-                return self._find(target, provider)
+            if target is not None and target not in seen:  # a cycle of aliases ends
+                return self._find(target, provider, seen | {model})
         if not self._use_genai_prices:
             return None
         return _genai_lookup(model, provider)

@@ -6,6 +6,7 @@ the span ended, a known model is priced, and the caller gets what was recorded."
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import inspect
 from typing import Any
@@ -28,7 +29,7 @@ from .cassettes import (  # noqa: E402
     recorded_model,
     recorded_usage,
 )
-from .driver import our_spans, run, send, stream_helper  # noqa: E402
+from .driver import consume, our_spans, run, send, stream_helper  # noqa: E402
 
 EXCHANGES = list(all_exchanges())
 STREAMS = [ex for ex in EXCHANGES if ex.sse and ex.status < 300]
@@ -204,3 +205,24 @@ def test_replay_stream_abandoned_after_one_event(ex: Exchange, telemetry: Teleme
     gc.collect()
     attrs = check_span(telemetry, ex, complete=False)
     assert attrs[names.STREAM_ABANDONED] is True
+
+
+# -- the usage chunk the instrumentation asked for is hidden from a caller who did not ----
+USAGE_STREAMS = [
+    ex
+    for ex in STREAMS
+    if ex.path.endswith("/chat/completions")
+    and (ex.request_body or {}).get("stream_options", {}).get("include_usage")
+]
+
+
+@pytest.mark.parametrize("ex", USAGE_STREAMS, ids=_ids)
+def test_replay_hides_the_usage_chunk_it_asked_for(ex: Exchange, telemetry: Telemetry) -> None:
+    body = {k: v for k, v in ex.request_body.items() if k != "stream_options"}
+    asked = dataclasses.replace(ex, request_body=body)  # the caller did not ask for usage
+    received = consume(asked)
+    recorded = recorded_events(ex)
+    usage_only = [e for e in recorded if not e.get("choices") and e.get("usage")]
+    assert len(usage_only) == 1
+    assert [as_data(e) for e in received] == [e for e in recorded if e not in usage_only]
+    check_span(telemetry, ex)  # the span still has the usage from the hidden chunk
