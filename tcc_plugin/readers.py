@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -176,21 +176,35 @@ def _unreported(usage: Any) -> frozenset[str]:
     if usage is None:
         return _NONE
     if _has(usage, "prompt_tokens") or _has(usage, "completion_tokens"):
-        details_in = _get(usage, "prompt_tokens_details")
-        read = _get(details_in, "cached_tokens") is None
-        write = _get(details_in, "cache_write_tokens") is None
-        reasoning = _get(_get(usage, "completion_tokens_details"), "reasoning_tokens") is None
-    elif _is_anthropic_usage(usage):
-        read = _get(usage, "cache_read_input_tokens") is None
-        write = _get(usage, "cache_creation_input_tokens") is None
-        reasoning = _get(_get(usage, "output_tokens_details"), "thinking_tokens") is None
-    elif _has(usage, "input_token_details") or _has(usage, "output_token_details"):
+        return _chat_unreported(usage)
+    if _is_anthropic_usage(usage):
+        return _anthropic_unreported(usage)
+    if _has(usage, "input_token_details") or _has(usage, "output_token_details"):
         return _NONE  # LangChain's usage_metadata: read as the integration gives it
+    details_in = _get(usage, "input_tokens_details")
+    read = _get(details_in, "cached_tokens") is None
+    write = _get(details_in, "cache_write_tokens") is None
+    reasoning = _get(_get(usage, "output_tokens_details"), "reasoning_tokens") is None
+    return _UNREPORTED[read, write, reasoning]
+
+
+def _anthropic_unreported(usage: Any) -> frozenset[str]:
+    """:func:`_unreported` of a usage block known to be an Anthropic one."""
+    read = _get(usage, "cache_read_input_tokens") is None
+    write = _get(usage, "cache_creation_input_tokens") is None
+    reasoning = _get(_get(usage, "output_tokens_details"), "thinking_tokens") is None
+    return _UNREPORTED[read, write, reasoning]
+
+
+def _chat_unreported(usage: Any) -> frozenset[str]:
+    """:func:`_unreported` of a usage block known to be a Chat Completions one."""
+    details_in = _get(usage, "prompt_tokens_details")
+    if details_in is None:
+        read = write = True
     else:
-        details_in = _get(usage, "input_tokens_details")
         read = _get(details_in, "cached_tokens") is None
         write = _get(details_in, "cache_write_tokens") is None
-        reasoning = _get(_get(usage, "output_tokens_details"), "reasoning_tokens") is None
+    reasoning = _get(_get(usage, "completion_tokens_details"), "reasoning_tokens") is None
     return _UNREPORTED[read, write, reasoning]
 
 
@@ -259,14 +273,18 @@ def _content_chars(content: Any) -> tuple[int, int]:
 
 
 def _anthropic_info(
-    usage: Any, thinking_chars: int, other_chars: int
+    usage: Any, chars: Callable[[], tuple[int, int]]
 ) -> tuple[Usage, frozenset[str], frozenset[str], tuple[BilledStep, ...], dict[str, int]]:
     """Usage, unreported and estimated fields, extra steps and server tools of an
-    Anthropic usage block (the response's thinking and other output characters given)."""
+    Anthropic usage block; ``chars`` counts the response's (thinking, other output)
+    characters, asked only when the thinking tokens are not reported."""
     read = _anthropic_usage(usage)
-    unreported = _unreported(usage)
+    unreported = _anthropic_unreported(usage)
     estimated = _NONE
-    if "reasoning" in unreported and thinking_chars and read.output:
+    if "reasoning" not in unreported or not read.output:
+        return read, unreported, estimated, _extra_steps(usage), _server_tools(usage)
+    thinking_chars, other_chars = chars()
+    if thinking_chars:
         reasoning = _estimate_reasoning(read.output, thinking_chars, other_chars)
         read = Usage(
             input=read.input,
@@ -375,8 +393,9 @@ def read_response(response: Any) -> ResponseInfo:
         if _get(response, "type") == "message":
             block = _get(response, "usage")
             if block is not None:
-                thinking, other = _content_chars(_get(response, "content"))
-                usage, unreported, estimated, steps, tools = _anthropic_info(block, thinking, other)
+                usage, unreported, estimated, steps, tools = _anthropic_info(
+                    block, lambda: _content_chars(_get(response, "content"))
+                )
                 return _response_info(
                     response,
                     usage,
@@ -426,9 +445,10 @@ def read_chat_response(response: Any) -> ResponseInfo:
     try:
         if usage is not None and (_has(usage, "prompt_tokens") or _has(usage, "completion_tokens")):
             read: Usage | None = _chat_usage(usage)
+            unreported = _chat_unreported(usage)
         else:
             read = read_usage(response)
-        unreported = _unreported(usage) if read is not None else _NONE
+            unreported = _unreported(usage) if read is not None else _NONE
     except (ResponseError, UsageError) as exc:
         return _unreadable(response, reasons, exc)
     return _response_info(response, read, reasons, unreported=unreported)
@@ -557,7 +577,7 @@ class StreamAccumulator:
         reasons = tuple(self._reasons[i] for i in sorted(self._reasons))
         if self._anthropic and self._usage is not None:
             usage, unreported, estimated, steps, tools = _anthropic_info(
-                self._anthropic, self._thinking_chars, self._other_chars
+                self._anthropic, lambda: (self._thinking_chars, self._other_chars)
             )
             return ResponseInfo(
                 usage=usage,
