@@ -57,6 +57,11 @@ SERVER_TOOL_FEES: Final[Mapping[str, Decimal]] = {
     "web_search_requests": Decimal("0.01"),
     # Anthropic's web fetch tool docs: no charge beyond the fetched content's tokens.
     "web_fetch_requests": Decimal(0),
+    # OpenAI Responses output items have no default fee: OpenAI's web search costs $10
+    # or $25 per 1,000 calls by tool version and model, runs sub-searches the response
+    # does not show, and bills some models a fixed block of content tokens; so a call
+    # with them is flagged tcc.cost.unknown unless the user sets a fee for
+    # "web_search_call" / "file_search_call".
 }
 """USD per request of a server-side tool, by the name the provider counts it under
 (Anthropic ``usage.server_tool_use``). Override or add with

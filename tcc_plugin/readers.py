@@ -16,7 +16,9 @@ dicts alike, without importing any SDK. Each provider's rule, in one place:
 - Anthropic ``usage.iterations`` (context compaction, the advisor tool): the top-level
   usage stays the call's tokens; the other steps (``type`` not ``"message"``) are
   :class:`~tcc_plugin.usage.BilledStep` entries priced at their own ``model``;
-  ``usage.server_tool_use`` counts the server-side tool requests billed per request.
+  ``usage.server_tool_use`` counts the server-side tool requests billed per request;
+  in an OpenAI Responses ``output``, ``web_search_call`` and ``file_search_call`` items
+  are counted likewise.
 - Not reported is not zero: a usage field the response omits is listed in
   ``ResponseInfo.unreported`` (no span attribute is written for it). When Anthropic
   does not report thinking tokens but the response carries thinking, the reasoning
@@ -194,6 +196,20 @@ def _anthropic_unreported(usage: Any) -> frozenset[str]:
     write = _get(usage, "cache_creation_input_tokens") is None
     reasoning = _get(_get(usage, "output_tokens_details"), "thinking_tokens") is None
     return _UNREPORTED[read, write, reasoning]
+
+
+# OpenAI Responses output items billed per call (the fee table prices them).
+_RESPONSES_TOOL_ITEMS = frozenset({"web_search_call", "file_search_call"})
+
+
+def _responses_tools(response: Any) -> dict[str, int]:
+    """Calls of server-side tools billed per call in a Responses ``output``."""
+    found: dict[str, int] = {}
+    for item in _get(response, "output") or ():
+        kind = _get(item, "type")
+        if kind in _RESPONSES_TOOL_ITEMS:
+            found[kind] = found.get(kind, 0) + 1
+    return found
 
 
 def _chat_unreported(usage: Any) -> frozenset[str]:
@@ -409,7 +425,8 @@ def read_response(response: Any) -> ResponseInfo:
         unreported = _unreported(_get(response, "usage")) if read is not None else _NONE
     except (ResponseError, UsageError) as exc:
         return _unreadable(response, reasons, exc)
-    return _response_info(response, read, reasons, unreported=unreported)
+    tools = _responses_tools(response) if _get(response, "object") == "response" else None
+    return _response_info(response, read, reasons, unreported=unreported, server_tools=tools)
 
 
 def _response_info(
@@ -477,6 +494,7 @@ class StreamAccumulator:
         self._id: str | None = None
         self._reasons: dict[int, str] = {}
         self._unreported = _NONE
+        self._tools: dict[str, int] = {}
         self._thinking_chars = 0
         self._other_chars = 0
         self.chunks = 0
@@ -513,6 +531,7 @@ class StreamAccumulator:
                 if kind in ("response.completed", "response.incomplete", "response.failed"):
                     self._usage = read_usage(response)
                     self._unreported = _unreported(_get(response, "usage"))
+                    self._tools = _responses_tools(response)
                     status = _get(response, "status")
                     if status:
                         self._reasons[0] = str(status)
@@ -595,6 +614,7 @@ class StreamAccumulator:
             response_id=self._id,
             finish_reasons=reasons,
             unreported=self._unreported if self._usage is not None else _NONE,
+            server_tools=self._tools,
         )
 
 

@@ -266,3 +266,21 @@ def recorded_model(ex: Exchange) -> str | None:
             if isinstance(holder, dict) and holder.get("model"):
                 return str(holder["model"])
     return None
+
+
+def recorded_tool_calls(ex: Exchange) -> dict[str, int]:
+    """Per-call-billed tool items (``web_search_call``, ``file_search_call``) in a
+    recorded OpenAI Responses output."""
+    response: Any = ex.json
+    if ex.sse:
+        response = None
+        for _, data in ex.events():
+            if isinstance(data, dict) and data.get("type") == "response.completed":
+                response = data["response"]
+    if not isinstance(response, dict) or response.get("object") != "response":
+        return {}
+    found: dict[str, int] = {}
+    for item in response.get("output") or ():
+        if item.get("type") in ("web_search_call", "file_search_call"):
+            found[item["type"]] = found.get(item["type"], 0) + 1
+    return found

@@ -144,6 +144,24 @@ def test_tool_fees_are_overridable(telemetry: Telemetry) -> None:
     assert a["tcc.cost.usd"] == pytest.approx(2.4482175 + 0.25)
 
 
+def test_openai_web_search_calls_are_flagged_until_a_fee_is_set(telemetry: Telemetry) -> None:
+    ex = exchange("pai__test_openai_responses__test_openai_responses_model_web_search_tool.yaml")
+    assert [i["type"] for i in ex.json["output"]].count("web_search_call") == 1
+    consume(ex)
+    a = our_span_attributes(telemetry)
+    assert a["tcc.server_tool.web_search_call"] == 1
+    assert a["tcc.cost.unknown"] is True and "tcc.cost.usd" not in a
+
+    book = PriceBook()
+    book.set_tool_fee("web_search_call", "0.01", provider="openai")  # $10 per 1,000 calls
+    with budget(usd="2") as b:  # the worst case (128k output at $10/M) must fit
+        consume(ex, price_book=book)
+    # gpt-5: $1.25 in, $0.125 cached in, $10 out per million
+    tokens = usd((9299 - 8448) * Decimal("1.25") + 8448 * Decimal("0.125") + 577 * 10)
+    assert tokens == Decimal("0.00788975")
+    assert b.spent.usd == tokens + Decimal("0.01")
+
+
 # -- 3. Azure streams: the model is the first non-empty one ---------------------------------
 @pytest.mark.parametrize(
     ("file", "index"),

@@ -27,6 +27,7 @@ from .cassettes import (  # noqa: E402
     cassettes_dir,
     in_ci,
     recorded_model,
+    recorded_tool_calls,
     recorded_usage,
 )
 from .driver import consume, our_spans, run, send, stream_helper  # noqa: E402
@@ -80,7 +81,11 @@ def check_span(telemetry: Telemetry, ex: Exchange, *, complete: bool = True) -> 
     assert attrs.get(names.RESPONSE_MODEL) == model
     # priced, or flagged as not priceable: never silently unpriced
     assert (names.COST_USD in attrs) != (names.COST_UNKNOWN in attrs)
-    if default_price_book().lookup(model, attrs[names.PROVIDER_NAME]) is not None:
+    tools = recorded_tool_calls(ex)
+    for tool, count in tools.items():  # billed per call; no default fee for OpenAI's
+        assert attrs[f"tcc.server_tool.{tool}"] == count
+        assert attrs[names.COST_UNKNOWN] is True
+    if not tools and default_price_book().lookup(model, attrs[names.PROVIDER_NAME]):
         assert attrs[names.COST_USD] > 0
     return attrs
 
