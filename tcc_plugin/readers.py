@@ -425,8 +425,8 @@ def read_response(response: Any) -> ResponseInfo:
         unreported = _unreported(_get(response, "usage")) if read is not None else _NONE
     except (ResponseError, UsageError) as exc:
         return _unreadable(response, reasons, exc)
-    tools = _responses_tools(response) if _get(response, "object") == "response" else None
-    return _response_info(response, read, reasons, unreported=unreported, server_tools=tools)
+    calls = _responses_tools(response) if _get(response, "object") == "response" else None
+    return _response_info(response, read, reasons, unreported=unreported, server_tools=calls)
 
 
 def _response_info(
