@@ -49,7 +49,7 @@ def test_cassettes_are_present() -> None:
         if in_ci():
             pytest.fail("../shared/cassettes is missing: the replay suite cannot run")
         pytest.skip("../shared/cassettes is absent (outside CI)")
-    assert len(EXCHANGES) == 82
+    assert len(EXCHANGES) >= 82  # 82 when this suite was written
 
 
 def check_span(telemetry: Telemetry, ex: Exchange, *, complete: bool = True) -> dict[str, Any]:
