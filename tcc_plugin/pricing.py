@@ -322,17 +322,26 @@ class PriceBook:
 
     def warn_unknown(self, model: str | None, provider: str | None) -> None:
         """Warn, once per model, that its cost is not recorded."""
-        key = (provider, (model or "").lower())
+        self._warn_once(
+            (provider, (model or "").lower()),
+            f"no price known for model {model!r} (provider {provider!r}): its cost is not "
+            "recorded; add one with tcc_plugin.set_price(...)",
+        )
+
+    def warn_unknown_tool(self, tool: str, provider: str | None) -> None:
+        """Warn, once per tool, that a call using it has no complete cost."""
+        self._warn_once(
+            (provider, f"tool:{tool}"),
+            f"no fee known for server tool {tool!r} (provider {provider!r}): calls using "
+            "it are flagged tcc.cost.unknown; set one with PriceBook.set_tool_fee(...)",
+        )
+
+    def _warn_once(self, key: tuple[str | None, str], message: str) -> None:
         with self._lock:
             if key in self._warned:
                 return
             self._warned.add(key)
-        warnings.warn(
-            f"no price known for model {model!r} (provider {provider!r}): its cost is not "
-            "recorded; add one with tcc_plugin.set_price(...)",
-            UnknownModelWarning,
-            stacklevel=3,
-        )
+        warnings.warn(message, UnknownModelWarning, stacklevel=4)
 
     def _find(
         self, model: str, provider: str | None, seen: frozenset[str] = frozenset()
@@ -424,7 +433,7 @@ def bill(
         attrs[f"{names.SERVER_TOOL_PREFIX}{tool}"] = count
         fee = book.tool_fee(tool, provider)
         if fee is None:
-            book.warn_unknown(f"server tool {tool}", provider)
+            book.warn_unknown_tool(tool, provider)
             complete = False
             continue
         attrs[f"{names.SERVER_TOOL_PREFIX}{tool}.cost_usd"] = float(fee * count)
