@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
-from tcc_plugin.usage import Usage
+from tcc_plugin.usage import BilledStep, Usage
 
 __all__ = [
     "Adapter",
@@ -74,7 +74,14 @@ class Clamp:
 
 @dataclass(frozen=True, slots=True)
 class ResponseInfo:
-    """What a response says about the call: usage (``None`` when it carries none)."""
+    """What a response says about the call: usage (``None`` when it carries none).
+
+    ``unreported`` names the :class:`Usage` fields the response did not report (their
+    0 in ``usage`` means "not reported", and no span attribute is written for them);
+    ``estimated`` the fields that are estimates (``tcc.usage.estimated``).
+    ``extra_steps`` are further billed steps of the call (priced apart, at their own
+    model), ``server_tools`` the server-side tool requests billed per request
+    (e.g. ``{"web_search_requests": 10}``)."""
 
     usage: Usage | None
     response_model: str | None = None
@@ -82,6 +89,10 @@ class ResponseInfo:
     finish_reasons: tuple[str, ...] = ()
     attributes: Mapping[str, AttributeValue] = field(default_factory=dict)
     output_messages: Any = None
+    unreported: frozenset[str] = frozenset()
+    estimated: frozenset[str] = frozenset()
+    extra_steps: tuple[BilledStep, ...] = ()
+    server_tools: Mapping[str, int] = field(default_factory=dict)
 
 
 class StreamReader(Protocol):

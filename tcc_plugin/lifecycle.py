@@ -32,7 +32,7 @@ from tcc_plugin.adapter import (
 )
 from tcc_plugin.budget import Budget, Charge, Demand, Reservation, active_budgets, reserve
 from tcc_plugin.errors import BudgetExceeded, PriceUnknown
-from tcc_plugin.pricing import Price, PriceBook, default_price_book
+from tcc_plugin.pricing import Bill, Price, PriceBook, bill, default_price_book
 from tcc_plugin.retry import (
     RetriesExhausted,
     RetryDecision,
@@ -311,7 +311,7 @@ class Call(Generic[RequestT]):
             reservation.settle(Charge(calls=calls))
             return
         elapsed = time.perf_counter() - self._started
-        cost = self._cost(usage, elapsed, partial.response_model if partial else None)
+        cost = self._bill(usage, elapsed, partial).usd
         reservation.settle(Charge.of(usage, cost, calls=calls))
 
     # -- span context -----------------------------------------------------------------
@@ -389,17 +389,22 @@ class Call(Generic[RequestT]):
         duration = time.perf_counter() - self._started
         usage = response.usage if response is not None else None
         cost: Decimal | None = None
+        charged: Decimal | None = None
         if usage is not None:
-            cost = self._cost(usage, duration, response.response_model if response else None)
+            billed = self._bill(usage, duration, response)
+            charged = billed.usd  # a budget is charged what could be priced
+            cost = billed.usd if billed.complete else None
+            extra.update(billed.attributes)
         elif error is None or self._ttfc is not None:
             extra[names.USAGE_MISSING] = True
+            extra[names.COST_UNKNOWN] = True
             logger.warning(
                 "tcc_plugin: a %s response of model %r carried no usage; charging the "
                 "call's reservation (its worst case)",
                 self.info.provider or "provider",
                 self.info.model,
             )
-        extra.update(self._settle(usage, cost, error))
+        extra.update(self._settle(usage, charged, error))
         recorder.record_response(
             self.span,
             response,
@@ -420,18 +425,26 @@ class Call(Generic[RequestT]):
             time_to_first_chunk=self._ttfc,
         )
 
-    def _cost(self, usage: Usage, duration: float, response_model: str | None) -> Decimal | None:
+    def _bill(self, usage: Usage, duration: float, response: ResponseInfo | None) -> Bill:
+        response_model = response.response_model if response is not None else None
         if self._price is None and response_model:
-            # The request named no known model; the response may (e.g. a decorated call).
+            # The request named no known model (an Azure deployment, a decorated call);
+            # the response may.
             self._price = self._price_book.lookup(response_model, self.info.provider)
         if self._price is None:
             self._price_book.warn_unknown(response_model or self.info.model, self.info.provider)
-            return None
         try:
-            return self._price.cost(usage, seconds=duration)
+            return bill(
+                self._price_book,
+                self._price,
+                usage,
+                response,
+                self.info.provider,
+                seconds=duration,
+            )
         except Exception:
             logger.warning("tcc_plugin could not price model %r", self.info.model, exc_info=True)
-            return None
+            return Bill(None, False, {names.COST_UNKNOWN: True})
 
     def _settle(
         self, usage: Usage | None, cost: Decimal | None, error: BaseException | None

@@ -5,6 +5,13 @@ hand-kept table); users override or add models with :meth:`PriceBook.override` o
 :func:`set_price`. Self-hosted models are priced by GPU-hour x wall time
 (:class:`GpuHourPrice`). An unknown model prices to ``None`` and warns once: never a
 guess, never a crash.
+
+What a call is billed beyond its own tokens is priced here too (:func:`bill`): extra
+billed steps (Anthropic ``usage.iterations``: context compaction, the advisor tool),
+each at its own model's price, and server-side tools billed per request, from a small
+fee table (:data:`SERVER_TOOL_FEES`, overridable with :meth:`PriceBook.set_tool_fee`).
+A deployment name (Azure OpenAI) is priced as the model it serves with
+:meth:`PriceBook.alias`.
 """
 
 from __future__ import annotations
@@ -12,19 +19,25 @@ from __future__ import annotations
 import logging
 import threading
 import warnings
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Final, Protocol, runtime_checkable
 
+from tcc_plugin.adapter import AttributeValue, ResponseInfo
+from tcc_plugin.telemetry import names
 from tcc_plugin.usage import Usage
 
 __all__ = [
+    "SERVER_TOOL_FEES",
+    "Bill",
     "GpuHourPrice",
     "Price",
     "PriceBook",
     "TokenPrice",
     "UnknownModelWarning",
+    "bill",
     "default_price_book",
     "set_price",
 ]
@@ -36,7 +49,24 @@ _SECONDS_PER_HOUR = Decimal(3600)
 
 
 class UnknownModelWarning(UserWarning):
-    """Issued once per model that no price is known for."""
+    """Issued once per model (or server tool) that no price is known for."""
+
+
+SERVER_TOOL_FEES: Final[Mapping[str, Decimal]] = {
+    # Anthropic's pricing page, "Web search tool": $10 per 1,000 searches.
+    "web_search_requests": Decimal("0.01"),
+    # Anthropic's web fetch tool docs: no charge beyond the fetched content's tokens.
+    "web_fetch_requests": Decimal(0),
+    # OpenAI Responses output items have no default fee: OpenAI's web search costs $10
+    # or $25 per 1,000 calls by tool version and model, runs sub-searches the response
+    # does not show, and bills some models a fixed block of content tokens; so a call
+    # with them is flagged tcc.cost.unknown unless the user sets a fee for
+    # "web_search_call" / "file_search_call".
+}
+"""USD per request of a server-side tool, by the name the provider counts it under
+(Anthropic ``usage.server_tool_use``). Override or add with
+:meth:`PriceBook.set_tool_fee`; a tool used without a known fee leaves the call's
+cost unknown (``tcc.cost.unknown``)."""
 
 
 @runtime_checkable
@@ -225,6 +255,10 @@ class PriceBook:
     def __init__(self, *, use_genai_prices: bool = True) -> None:
         self._use_genai_prices = use_genai_prices
         self._overrides: dict[tuple[str | None, str], Price] = {}
+        self._aliases: dict[tuple[str | None, str], str] = {}
+        self._tool_fees: dict[tuple[str | None, str], Decimal] = {
+            (None, name): fee for name, fee in SERVER_TOOL_FEES.items()
+        }
         self._cache: dict[tuple[str | None, str], Price | None] = {}
         self._warned: set[tuple[str | None, str]] = set()
         self._lock = threading.Lock()
@@ -234,6 +268,27 @@ class PriceBook:
         with self._lock:
             self._overrides[(provider, model.lower())] = price
             self._cache.clear()
+
+    def alias(self, name: str, model: str, *, provider: str | None = None) -> None:
+        """Price ``name`` (an Azure OpenAI deployment, a proxy's model alias) as
+        ``model``: requests naming ``name`` are reserved and priced at ``model``'s
+        price (an override of ``name`` itself still wins)."""
+        with self._lock:
+            self._aliases[(provider, name.lower())] = model.lower()
+            self._cache.clear()
+
+    def set_tool_fee(
+        self, tool: str, usd_per_request: float | str | Decimal, *, provider: str | None = None
+    ) -> None:
+        """Set the fee of one request of a server-side ``tool`` (the name the provider
+        counts it under, e.g. ``"web_search_requests"``)."""
+        with self._lock:
+            self._tool_fees[(provider, tool)] = _dec(usd_per_request)
+
+    def tool_fee(self, tool: str, provider: str | None = None) -> Decimal | None:
+        """USD per request of ``tool``, or ``None`` when unknown."""
+        fee = self._tool_fees.get((provider, tool))
+        return fee if fee is not None else self._tool_fees.get((None, tool))
 
     def lookup(self, model: str | None, provider: str | None = None) -> Price | None:
         """The price of ``model``, or ``None`` when none is known."""
@@ -267,22 +322,37 @@ class PriceBook:
 
     def warn_unknown(self, model: str | None, provider: str | None) -> None:
         """Warn, once per model, that its cost is not recorded."""
-        key = (provider, (model or "").lower())
+        self._warn_once(
+            (provider, (model or "").lower()),
+            f"no price known for model {model!r} (provider {provider!r}): its cost is not "
+            "recorded; add one with tcc_plugin.set_price(...)",
+        )
+
+    def warn_unknown_tool(self, tool: str, provider: str | None) -> None:
+        """Warn, once per tool, that a call using it has no complete cost."""
+        self._warn_once(
+            (provider, f"tool:{tool}"),
+            f"no fee known for server tool {tool!r} (provider {provider!r}): calls using "
+            "it are flagged tcc.cost.unknown; set one with PriceBook.set_tool_fee(...)",
+        )
+
+    def _warn_once(self, key: tuple[str | None, str], message: str) -> None:
         with self._lock:
             if key in self._warned:
                 return
             self._warned.add(key)
-        warnings.warn(
-            f"no price known for model {model!r} (provider {provider!r}): its cost is not "
-            "recorded; add one with tcc_plugin.set_price(...)",
-            UnknownModelWarning,
-            stacklevel=3,
-        )
+        warnings.warn(message, UnknownModelWarning, stacklevel=4)
 
-    def _find(self, model: str, provider: str | None) -> Price | None:
+    def _find(
+        self, model: str, provider: str | None, seen: frozenset[str] = frozenset()
+    ) -> Price | None:
         for key in ((provider, model), (None, model)):
             if key in self._overrides:
                 return self._overrides[key]
+        for key in ((provider, model), (None, model)):
+            target = self._aliases.get(key)
+            if target is not None and target not in seen:  # a cycle of aliases ends
+                return self._find(target, provider, seen | {model})
         if not self._use_genai_prices:
             return None
         return _genai_lookup(model, provider)
@@ -304,6 +374,73 @@ def _genai_lookup(model: str, provider: str | None) -> Price | None:
             return None
         return _GenaiPrice(info.get_prices(datetime.now(tz=timezone.utc)))
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class Bill:
+    """What one call is billed: ``usd`` sums the parts that could be priced (``None``
+    when the call's own model has no price), ``complete`` says whether every part
+    could; ``attributes`` describe the extra steps and server tools for its span."""
+
+    usd: Decimal | None
+    complete: bool
+    attributes: Mapping[str, AttributeValue] = field(default_factory=dict)
+
+
+_STEP_FIELDS: Final = (
+    ("input_tokens", "input"),
+    ("output_tokens", "output"),
+    ("cache_read.input_tokens", "cached_input"),
+    ("cache_creation.input_tokens", "cache_write"),
+)
+
+
+def bill(
+    book: PriceBook,
+    price: Price | None,
+    usage: Usage,
+    response: ResponseInfo | None,
+    provider: str | None = None,
+    *,
+    seconds: float | None = None,
+) -> Bill:
+    """Price a call: its ``usage`` at ``price`` (the call's model), each extra billed
+    step of ``response`` at its own model's price, and its server-tool requests at
+    ``book``'s fees. Parts that cannot be priced are warned about (once) and leave
+    the bill incomplete: never guessed, never zero."""
+    attrs: dict[str, AttributeValue] = {}
+    total = price.cost(usage, seconds=seconds) if price is not None else None
+    complete = price is not None
+    if response is None:
+        return Bill(total, complete, attrs)
+    for step in response.extra_steps:
+        prefix = f"{names.USAGE_STEP_PREFIX}{step.kind}."
+        for suffix, name in _STEP_FIELDS:  # steps of one kind add up
+            counted = attrs.get(prefix + suffix, 0)
+            attrs[prefix + suffix] = getattr(step.usage, name) + (
+                counted if isinstance(counted, int) else 0
+            )
+        step_price = price if step.model is None else book.lookup(step.model, provider)
+        if step.model is not None:
+            attrs[prefix + "model"] = step.model
+        if step_price is None:
+            book.warn_unknown(step.model, provider)
+            complete = False
+            continue
+        cost = step_price.cost(step.usage)
+        total = cost if total is None else total + cost
+    for tool, count in response.server_tools.items():
+        attrs[f"{names.SERVER_TOOL_PREFIX}{tool}"] = count
+        fee = book.tool_fee(tool, provider)
+        if fee is None:
+            book.warn_unknown_tool(tool, provider)
+            complete = False
+            continue
+        attrs[f"{names.SERVER_TOOL_PREFIX}{tool}.cost_usd"] = float(fee * count)
+        total = fee * count if total is None else total + fee * count
+    if not complete:
+        attrs[names.COST_UNKNOWN] = True
+    return Bill(total, complete, attrs)
 
 
 _default_book = PriceBook()

@@ -13,6 +13,18 @@ dicts alike, without importing any SDK. Each provider's rule, in one place:
   ``input_tokens + cache_read_input_tokens + cache_creation_input_tokens``; the 1-hour
   share of the writes is ``cache_creation.ephemeral_1h_input_tokens``; thinking is
   ``output_tokens_details.thinking_tokens``, a part of ``output_tokens``.
+- Anthropic ``usage.iterations`` (context compaction, the advisor tool): the top-level
+  usage stays the call's tokens; the other steps (``type`` not ``"message"``) are
+  :class:`~tcc_plugin.usage.BilledStep` entries priced at their own ``model``;
+  ``usage.server_tool_use`` counts the server-side tool requests billed per request;
+  in an OpenAI Responses ``output``, ``web_search_call`` and ``file_search_call`` items
+  are counted likewise.
+- Not reported is not zero: a usage field the response omits is listed in
+  ``ResponseInfo.unreported`` (no span attribute is written for it). When Anthropic
+  does not report thinking tokens but the response carries thinking, the reasoning
+  count is *estimated* (``ResponseInfo.estimated``): the reported output tokens split
+  in proportion to the characters of thinking vs the rest of the output (text, tool
+  input), at least 1.
 - LangChain ``usage_metadata``: ``input_tokens`` already includes cache tokens;
   ``input_token_details`` has ``cache_read``/``cache_creation`` (or the Anthropic
   ``ephemeral_5m_input_tokens``/``ephemeral_1h_input_tokens``), and
@@ -21,12 +33,16 @@ dicts alike, without importing any SDK. Each provider's rule, in one place:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from tcc_plugin.adapter import ResponseInfo
-from tcc_plugin.errors import ResponseError
-from tcc_plugin.usage import Usage
+from tcc_plugin.errors import ResponseError, UsageError
+from tcc_plugin.telemetry import names
+from tcc_plugin.usage import BilledStep, Usage
 
 __all__ = [
     "ChatStreamAccumulator",
@@ -140,6 +156,165 @@ def _responses_usage(usage: Any) -> Usage:
     )
 
 
+_NONE: frozenset[str] = frozenset()
+_UNREPORTED: dict[tuple[bool, bool, bool], frozenset[str]] = {
+    (read, write, reasoning): frozenset(
+        name
+        for name, missing in (
+            ("cached_input", read),
+            ("cache_write", write),
+            ("reasoning", reasoning),
+        )
+        if missing
+    )
+    for read in (False, True)
+    for write in (False, True)
+    for reasoning in (False, True)
+}
+
+
+def _unreported(usage: Any) -> frozenset[str]:
+    """The :class:`Usage` fields an OpenAI or Anthropic usage block does not report."""
+    if usage is None:
+        return _NONE
+    if _has(usage, "prompt_tokens") or _has(usage, "completion_tokens"):
+        return _chat_unreported(usage)
+    if _is_anthropic_usage(usage):
+        return _anthropic_unreported(usage)
+    if _has(usage, "input_token_details") or _has(usage, "output_token_details"):
+        return _NONE  # LangChain's usage_metadata: read as the integration gives it
+    details_in = _get(usage, "input_tokens_details")
+    read = _get(details_in, "cached_tokens") is None
+    write = _get(details_in, "cache_write_tokens") is None
+    reasoning = _get(_get(usage, "output_tokens_details"), "reasoning_tokens") is None
+    return _UNREPORTED[read, write, reasoning]
+
+
+def _anthropic_unreported(usage: Any) -> frozenset[str]:
+    """:func:`_unreported` of a usage block known to be an Anthropic one."""
+    read = _get(usage, "cache_read_input_tokens") is None
+    write = _get(usage, "cache_creation_input_tokens") is None
+    reasoning = _get(_get(usage, "output_tokens_details"), "thinking_tokens") is None
+    return _UNREPORTED[read, write, reasoning]
+
+
+# OpenAI Responses output items billed per call (the fee table prices them).
+_RESPONSES_TOOL_ITEMS = frozenset({"web_search_call", "file_search_call"})
+
+
+def _responses_tools(response: Any) -> dict[str, int]:
+    """Calls of server-side tools billed per call in a Responses ``output``."""
+    found: dict[str, int] = {}
+    for item in _get(response, "output") or ():
+        kind = _get(item, "type")
+        if kind in _RESPONSES_TOOL_ITEMS:
+            found[kind] = found.get(kind, 0) + 1
+    return found
+
+
+def _chat_unreported(usage: Any) -> frozenset[str]:
+    """:func:`_unreported` of a usage block known to be a Chat Completions one."""
+    details_in = _get(usage, "prompt_tokens_details")
+    if details_in is None:
+        read = write = True
+    else:
+        read = _get(details_in, "cached_tokens") is None
+        write = _get(details_in, "cache_write_tokens") is None
+    reasoning = _get(_get(usage, "completion_tokens_details"), "reasoning_tokens") is None
+    return _UNREPORTED[read, write, reasoning]
+
+
+def _server_tools(usage: Any) -> dict[str, int]:
+    tools = _get(usage, "server_tool_use")
+    if tools is None:
+        return {}
+    found: dict[str, int] = {}
+    items = tools.items() if isinstance(tools, Mapping) else _fields(tools)
+    for name, count in items:
+        if isinstance(count, int) and not isinstance(count, bool) and count > 0:
+            found[str(name)] = count
+    return found
+
+
+def _fields(obj: Any) -> list[tuple[str, Any]]:
+    data = getattr(obj, "__dict__", {})
+    extra = getattr(obj, "__pydantic_extra__", None) or {}
+    return [*data.items(), *extra.items()]
+
+
+def _extra_steps(usage: Any) -> tuple[BilledStep, ...]:
+    """Anthropic ``usage.iterations`` other than the call's own message steps."""
+    iterations = _get(usage, "iterations")
+    if not iterations:
+        return ()
+    steps: list[BilledStep] = []
+    for item in iterations:
+        kind = _get(item, "type")
+        if kind == "message":
+            continue  # the top-level usage already counts these
+        model = _get(item, "model")
+        steps.append(
+            BilledStep(
+                kind=str(kind or "step"),
+                usage=_anthropic_usage(item),
+                model=model if isinstance(model, str) and model else None,
+            )
+        )
+    return tuple(steps)
+
+
+def _estimate_reasoning(output: int, thinking_chars: int, other_chars: int) -> int:
+    """Reasoning tokens when only the output total is reported: the total split in
+    proportion to thinking characters vs other output characters (at least 1)."""
+    share = output * thinking_chars // max(thinking_chars + other_chars, 1)
+    return min(max(share, 1), output)
+
+
+def _content_chars(content: Any) -> tuple[int, int]:
+    """(thinking, other) characters of Anthropic content blocks."""
+    thinking = other = 0
+    for block in content or ():
+        kind = _get(block, "type")
+        if kind == "thinking":
+            thinking += len(_get(block, "thinking") or "")
+        elif kind == "redacted_thinking":
+            thinking += len(_get(block, "data") or "")
+        elif kind == "text":
+            other += len(_get(block, "text") or "")
+        elif kind in ("tool_use", "server_tool_use"):
+            value = _get(block, "input")
+            with contextlib.suppress(TypeError, ValueError):  # an odd input: not counted
+                other += len(json.dumps(value, default=str)) if value is not None else 0
+    return thinking, other
+
+
+def _anthropic_info(
+    usage: Any, chars: Callable[[], tuple[int, int]]
+) -> tuple[Usage, frozenset[str], frozenset[str], tuple[BilledStep, ...], dict[str, int]]:
+    """Usage, unreported and estimated fields, extra steps and server tools of an
+    Anthropic usage block; ``chars`` counts the response's (thinking, other output)
+    characters, asked only when the thinking tokens are not reported."""
+    read = _anthropic_usage(usage)
+    unreported = _anthropic_unreported(usage)
+    estimated = _NONE
+    if "reasoning" not in unreported or not read.output:
+        return read, unreported, estimated, _extra_steps(usage), _server_tools(usage)
+    thinking_chars, other_chars = chars()
+    if thinking_chars:
+        reasoning = _estimate_reasoning(read.output, thinking_chars, other_chars)
+        read = Usage(
+            input=read.input,
+            cached_input=read.cached_input,
+            cache_write=read.cache_write,
+            cache_write_1h=read.cache_write_1h,
+            output=read.output,
+            reasoning=reasoning,
+        )
+        unreported = unreported - {"reasoning"}
+        estimated = frozenset({"reasoning"})
+    return read, unreported, estimated, _extra_steps(usage), _server_tools(usage)
+
+
 def _langchain_usage(meta: Any) -> Usage:
     details_in = _get(meta, "input_token_details") or {}
     details_out = _get(meta, "output_token_details") or {}
@@ -229,17 +404,52 @@ def read_response(response: Any) -> ResponseInfo:
             response_id=_get(response, "id"),
             finish_reasons=(str(reason),) if reason else (),
         )
-    return _response_info(response, read_usage(response), _finish_reasons(response))
+    reasons = _finish_reasons(response)
+    try:
+        if _get(response, "type") == "message":
+            block = _get(response, "usage")
+            if block is not None:
+                usage, unreported, estimated, steps, tools = _anthropic_info(
+                    block, lambda: _content_chars(_get(response, "content"))
+                )
+                return _response_info(
+                    response,
+                    usage,
+                    reasons,
+                    unreported=unreported,
+                    estimated=estimated,
+                    extra_steps=steps,
+                    server_tools=tools,
+                )
+        read = read_usage(response)
+        unreported = _unreported(_get(response, "usage")) if read is not None else _NONE
+    except (ResponseError, UsageError) as exc:
+        return _unreadable(response, reasons, exc)
+    calls = _responses_tools(response) if _get(response, "object") == "response" else None
+    return _response_info(response, read, reasons, unreported=unreported, server_tools=calls)
 
 
-def _response_info(response: Any, usage: Usage | None, reasons: tuple[str, ...]) -> ResponseInfo:
+def _response_info(
+    response: Any,
+    usage: Usage | None,
+    reasons: tuple[str, ...],
+    *,
+    unreported: frozenset[str] = _NONE,
+    estimated: frozenset[str] = _NONE,
+    extra_steps: tuple[BilledStep, ...] = (),
+    server_tools: Mapping[str, int] | None = None,
+) -> ResponseInfo:
     model = _get(response, "model")
     rid = _get(response, "id")
     return ResponseInfo(
         usage=usage,
-        response_model=model if isinstance(model, str) else None,
-        response_id=rid if isinstance(rid, str) else None,
+        response_model=model if isinstance(model, str) and model else None,
+        response_id=rid if isinstance(rid, str) and rid else None,
         finish_reasons=reasons,
+        unreported=unreported,
+        estimated=estimated,
+        extra_steps=extra_steps,
+        server_tools=server_tools or {},
     )
 
 
@@ -248,11 +458,24 @@ def read_chat_response(response: Any) -> ResponseInfo:
     legacy Completions one (SDK object or JSON): the same result, without probing for
     the other shapes. Usage of another shape still goes through :func:`read_usage`."""
     usage = _get(response, "usage")
-    if usage is not None and (_has(usage, "prompt_tokens") or _has(usage, "completion_tokens")):
-        read: Usage | None = _chat_usage(usage)
-    else:
-        read = read_usage(response)
-    return _response_info(response, read, tuple(_choice_reasons(response)))
+    reasons = tuple(_choice_reasons(response))
+    try:
+        if usage is not None and (_has(usage, "prompt_tokens") or _has(usage, "completion_tokens")):
+            read: Usage | None = _chat_usage(usage)
+            unreported = _chat_unreported(usage)
+        else:
+            read = read_usage(response)
+            unreported = _unreported(usage) if read is not None else _NONE
+    except (ResponseError, UsageError) as exc:
+        return _unreadable(response, reasons, exc)
+    return _response_info(response, read, reasons, unreported=unreported)
+
+
+def _unreadable(response: Any, reasons: tuple[str, ...], error: Exception) -> ResponseInfo:
+    """What is known of a response whose usage cannot be read: no usage (the call is
+    charged its reservation and flagged), the reason under ``tcc.usage.error``."""
+    info = _response_info(response, None, reasons)
+    return replace(info, attributes={names.USAGE_ERROR: str(error)})
 
 
 class StreamAccumulator:
@@ -270,6 +493,10 @@ class StreamAccumulator:
         self._model: str | None = None
         self._id: str | None = None
         self._reasons: dict[int, str] = {}
+        self._unreported = _NONE
+        self._tools: dict[str, int] = {}
+        self._thinking_chars = 0
+        self._other_chars = 0
         self.chunks = 0
 
     def feed(self, chunk: Any) -> None:
@@ -289,12 +516,22 @@ class StreamAccumulator:
             if stop:
                 self._reasons[0] = str(stop)
             return
+        if kind == "content_block_delta":
+            self._count_delta(_get(chunk, "delta"))
+            return
+        if kind == "content_block_start":
+            thinking, other = _content_chars((_get(chunk, "content_block"),))
+            self._thinking_chars += thinking
+            self._other_chars += other
+            return
         if isinstance(kind, str) and kind.startswith("response."):
             response = _get(chunk, "response")
             if response is not None:
                 self._remember(_get(response, "model"), _get(response, "id"))
                 if kind in ("response.completed", "response.incomplete", "response.failed"):
                     self._usage = read_usage(response)
+                    self._unreported = _unreported(_get(response, "usage"))
+                    self._tools = _responses_tools(response)
                     status = _get(response, "status")
                     if status:
                         self._reasons[0] = str(status)
@@ -317,11 +554,23 @@ class StreamAccumulator:
         usage = _get(chunk, "usage")
         if usage is not None:
             self._usage = usage_from_block(usage)
+            self._unreported = _unreported(usage)
+
+    def _count_delta(self, delta: Any) -> None:
+        kind = _get(delta, "type")
+        if kind == "thinking_delta":
+            self._thinking_chars += len(_get(delta, "thinking") or "")
+        elif kind == "text_delta":
+            self._other_chars += len(_get(delta, "text") or "")
+        elif kind == "input_json_delta":
+            self._other_chars += len(_get(delta, "partial_json") or "")
 
     def _remember(self, model: Any, rid: Any) -> None:
-        if self._model is None and isinstance(model, str):
+        # Azure's first chunk (its prompt filter results) names model "" and id "":
+        # the first non-empty strings are the response's.
+        if self._model is None and isinstance(model, str) and model:
             self._model = model
-        if self._id is None and isinstance(rid, str):
+        if self._id is None and isinstance(rid, str) and rid:
             self._id = rid
 
     def _merge_anthropic(self, usage: Any, *, final: bool) -> None:
@@ -334,6 +583,8 @@ class StreamAccumulator:
             "cache_creation_input_tokens",
             "cache_creation",
             "output_tokens_details",
+            "iterations",
+            "server_tool_use",
         ):
             value = _get(usage, key)
             if value is not None:
@@ -342,11 +593,28 @@ class StreamAccumulator:
             self._usage = _anthropic_usage(self._anthropic)
 
     def result(self) -> ResponseInfo:
+        reasons = tuple(self._reasons[i] for i in sorted(self._reasons))
+        if self._anthropic and self._usage is not None:
+            usage, unreported, estimated, steps, tools = _anthropic_info(
+                self._anthropic, lambda: (self._thinking_chars, self._other_chars)
+            )
+            return ResponseInfo(
+                usage=usage,
+                response_model=self._model,
+                response_id=self._id,
+                finish_reasons=reasons,
+                unreported=unreported,
+                estimated=estimated,
+                extra_steps=steps,
+                server_tools=tools,
+            )
         return ResponseInfo(
             usage=self._usage,
             response_model=self._model,
             response_id=self._id,
-            finish_reasons=tuple(self._reasons[i] for i in sorted(self._reasons)),
+            finish_reasons=reasons,
+            unreported=self._unreported if self._usage is not None else _NONE,
+            server_tools=self._tools,
         )
 
 

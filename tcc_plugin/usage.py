@@ -7,7 +7,7 @@ from typing import Any
 
 from tcc_plugin.errors import UsageError
 
-__all__ = ["Usage"]
+__all__ = ["BilledStep", "Usage"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +91,17 @@ class Usage:
     def as_dict(self) -> dict[str, Any]:
         """The counts as a plain dict (for JSON and span attributes)."""
         return {name: getattr(self, name) for name in _FIELDS}
+
+
+@dataclass(frozen=True, slots=True)
+class BilledStep:
+    """A step a provider billed inside one call besides the call's own tokens (an
+    Anthropic ``usage.iterations`` entry such as a context compaction or an advisor
+    sub-call), priced at ``model``'s price (``None``: the call's model)."""
+
+    kind: str
+    usage: Usage
+    model: str | None = None
 
 
 _FIELDS = tuple(f.name for f in fields(Usage))

@@ -11,7 +11,7 @@ import functools
 import json
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from decimal import Decimal
 from typing import Any, ParamSpec, TypeVar
@@ -29,6 +29,7 @@ __all__ = [
     "add_event",
     "capture_content",
     "end_span",
+    "estimated_attributes",
     "never_raises",
     "record_call_metrics",
     "record_response",
@@ -160,8 +161,16 @@ def start_call_span(info: CallInfo, name: str | None = None, *, capture: bool) -
     return _tracer.start_span(span_name, kind=SpanKind.CLIENT, attributes=attrs)
 
 
-def usage_attributes(usage: Usage) -> dict[str, AttributeValue]:
-    """The semantic-convention usage attributes of ``usage``."""
+_USAGE_ATTRIBUTE = {
+    "reasoning": names.USAGE_REASONING_OUTPUT_TOKENS,
+    "cached_input": names.USAGE_CACHE_READ_INPUT_TOKENS,
+    "cache_write": names.USAGE_CACHE_CREATION_INPUT_TOKENS,
+}
+
+
+def usage_attributes(usage: Usage, unreported: Collection[str] = ()) -> dict[str, AttributeValue]:
+    """The semantic-convention usage attributes of ``usage``; none for the
+    ``unreported`` fields (not reported is not zero)."""
     attrs: dict[str, AttributeValue] = {
         names.USAGE_INPUT_TOKENS: usage.input,
         names.USAGE_OUTPUT_TOKENS: usage.output,
@@ -171,6 +180,19 @@ def usage_attributes(usage: Usage) -> dict[str, AttributeValue]:
     }
     if usage.cache_write_1h:
         attrs[names.USAGE_CACHE_CREATION_1H_INPUT_TOKENS] = usage.cache_write_1h
+    for name in unreported:
+        attribute = _USAGE_ATTRIBUTE.get(name)
+        if attribute is not None:
+            del attrs[attribute]
+    return attrs
+
+
+def estimated_attributes(fields: Collection[str] = ()) -> dict[str, AttributeValue]:
+    """The attributes that flag a call's usage as an estimate (``fields``: the
+    :class:`Usage` fields estimated; empty when the whole usage is)."""
+    attrs: dict[str, AttributeValue] = {names.USAGE_ESTIMATED: True}
+    if fields:
+        attrs[names.USAGE_ESTIMATED_FIELDS] = tuple(sorted(fields))
     return attrs
 
 
@@ -202,7 +224,12 @@ def record_response(
         if capture and response.output_messages is not None:
             attrs[names.OUTPUT_MESSAGES] = _json(response.output_messages)
     if usage is not None:
-        attrs.update(usage_attributes(usage))
+        unreported = response.unreported if response is not None else ()
+        attrs.update(usage_attributes(usage, unreported))
+        if unreported:
+            attrs[names.USAGE_UNREPORTED] = tuple(sorted(unreported))
+        if response is not None and response.estimated:
+            attrs.update(estimated_attributes(response.estimated))
     if cost is not None:
         attrs[names.COST_USD] = float(cost)
     if time_to_first_chunk is not None:
