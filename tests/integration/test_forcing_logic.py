@@ -111,9 +111,8 @@ def test_waits_are_appended_until_the_minimum(telemetry: Any) -> None:
     # each thinking phase continues the previous text, the delimiter dropped
     assert model.calls[1].prompt == PROMPT + "t0 t1 t2 t3 Wait"
     assert model.calls[1].max_tokens == 96
-    # the answer follows the delimiter, without the forced-answer prefix
-    assert model.calls[-1].prompt.endswith("</think>")
-    assert "Final Answer:" not in model.calls[-1].prompt
+    # the answer follows the delimiter and the answer prefix, however thinking ended
+    assert model.calls[-1].prompt.endswith("t3</think>\nFinal Answer:")
     assert result.answer == "42"
     assert result.usage == sum((p.usage for p in result.phases), Usage())
     assert result.usage.reasoning == 12
