@@ -399,6 +399,7 @@ class Call(Generic[RequestT]):
             cost = self._cost(usage, duration, response.response_model if response else None)
         elif error is None or self._ttfc is not None:
             extra[names.USAGE_MISSING] = True
+            extra[names.USAGE_ESTIMATED] = True  # charged its reservation, not a count
             logger.warning(
                 "tcc_plugin: a %s response of model %r carried no usage; charging the "
                 "call's reservation (its worst case)",
