@@ -14,7 +14,7 @@ vLLM needs a GPU, so its server is played by an ``httpx2.MockTransport`` behind 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -253,7 +253,7 @@ def test_an_undetected_server_is_plain_openai(telemetry: Any) -> None:
 
 
 def test_bad_server_options_are_refused() -> None:
-    with pytest.raises(ValueError, match="server must be one of vllm, llama.cpp"):
+    with pytest.raises(ValueError, match=r"server must be one of vllm, llama\.cpp"):
         openai_client(VLLMServer(), server="tgi")
     with pytest.raises(ValueError, match="gpu_price must be a finite USD amount"):
         openai_client(VLLMServer(), server="vllm", gpu_price=-1)
