@@ -5,6 +5,10 @@ and legacy Completions, sync, async and streamed, and the SDK's helpers built on
 (``parse``, ``chat.completions.stream``, ``responses.stream``). Azure OpenAI clients
 (subclasses) are covered alike.
 
+A LangChain ``ChatOpenAI`` is instrumented through its SDK clients (``root_client``,
+``root_async_client``), so a self-hosted server behind it (``server=`` / ``gpu_price=``,
+see :mod:`.openai_server`) reports exact reasoning tokens to LangChain too.
+
 Translation rules (the adapters below):
 
 - worst case: the request's ``max_completion_tokens`` / ``max_tokens`` /
@@ -384,10 +388,22 @@ def instrument(
     :class:`tcc_plugin.GpuHourPrice`) prices its calls by GPU time, shared among the
     calls in flight (see :mod:`.openai_server`)."""
     if not isinstance(client, (openai.OpenAI, openai.AsyncOpenAI)):
-        raise TypeError(
-            "expected an openai.OpenAI or openai.AsyncOpenAI client, "
-            f"got {type(client).__qualname__}"
-        )
+        roots = _sdk_clients_of(client)
+        if not roots:
+            raise TypeError(
+                "expected an openai.OpenAI or openai.AsyncOpenAI client (or a LangChain "
+                f"ChatOpenAI), got {type(client).__qualname__}"
+            )
+        for root in roots:
+            instrument(
+                root,
+                price_book=price_book,
+                retry=retry,
+                thinking=thinking,
+                server=server,
+                gpu_price=gpu_price,
+            )
+        return client
     declared = check_dialect(server)
     address, port = _server(client)
     kwargs: dict[str, Any] = {
@@ -421,7 +437,15 @@ def instrument(
     return result
 
 
+def _sdk_clients_of(model: Any) -> list[Any]:
+    """The OpenAI SDK clients a LangChain ``ChatOpenAI`` (or ``OpenAI``) calls through
+    (``root_client``, ``root_async_client``)."""
+    roots = (getattr(model, "root_client", None), getattr(model, "root_async_client", None))
+    return [c for c in roots if isinstance(c, (openai.OpenAI, openai.AsyncOpenAI))]
+
+
 def uninstrument(client: ClientT) -> ClientT:
-    """Undo :func:`instrument` on ``client``."""
-    result: ClientT = uninstall(client)
-    return result
+    """Undo :func:`instrument` on ``client`` (both SDK clients of a ``ChatOpenAI``)."""
+    for root in _sdk_clients_of(client) or [client]:
+        uninstall(root)
+    return client

@@ -23,7 +23,7 @@ from dataclasses import replace
 from decimal import Decimal
 from typing import Any, Final
 
-from tcc_plugin.adapter import CallInfo, Clamp
+from tcc_plugin.adapter import CallInfo, Clamp, ResponseInfo
 from tcc_plugin.forcing import current_phase
 from tcc_plugin.gpu_time import InFlightMeter, SharedGpuHourPrice, meter_for
 from tcc_plugin.instrument import Thinking
@@ -188,7 +188,7 @@ class _ServerMixin(PostAdapter):
 
     def exchange(self, request: PostRequest) -> Generator[Any, Any, Any]:
         dialect = self.server.dialect
-        if dialect is None or request.raw:
+        if dialect is None or (request.raw and request.stream):
             response = yield request
             return response
         n = max(_int(request.get("n")) or 1, 1)
@@ -212,10 +212,18 @@ class _ServerMixin(PostAdapter):
             meter.end()  # a stream's request ends when the stream is closed
         if request.stream:
             return _Opened(results, self._finisher(request))
-        response = results[0] if len(results) == 1 else merge_choices(results)
+        # A raw response (with_raw_response, as LangChain's ChatOpenAI calls) is
+        # normalised in the object its parse() caches and returns.
+        parsed = [_parsed(r) for r in results] if request.raw else results
+        response = parsed[0] if len(parsed) == 1 else merge_choices(parsed)
         texts = [reasoning_of(_message(c)) or "" for c in getattr(response, "choices", ()) or ()]
         yield from self._finisher(request)(response, texts)
-        return response
+        return results[0]
+
+    def read_response(self, response: Any) -> ResponseInfo:
+        if self.server.dialect is not None and _is_raw(response):
+            return self.reader(_parsed(response))  # the normalised parse, not the raw JSON
+        return super().read_response(response)
 
     def _finisher(
         self, request: PostRequest
@@ -246,6 +254,16 @@ class _ServerMixin(PostAdapter):
 
 def _message(choice: Any) -> Any:
     return getattr(choice, "message", None)
+
+
+def _is_raw(response: Any) -> bool:
+    return callable(getattr(response, "parse", None)) and hasattr(response, "http_response")
+
+
+def _parsed(response: Any) -> Any:
+    """What a raw SDK response parses to (the SDK caches it: later parse() calls return
+    this very object)."""
+    return response.parse() if _is_raw(response) else response
 
 
 class _Opened:

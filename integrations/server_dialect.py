@@ -41,6 +41,7 @@ __all__ = [
     "check_dialect",
     "detect",
     "finish_usage",
+    "known_dialect",
     "merge_choices",
     "reasoning_of",
     "server_root",
@@ -184,6 +185,13 @@ def detect(root: str, declared: Dialect | None) -> Generator[Fetch, Reply, Diale
             f"{found or 'neither vLLM nor llama-server'}"
         )
     return found
+
+
+def known_dialect(base_url: str) -> Dialect | None:
+    """The dialect detected for the server at ``base_url`` in this process, if any (what
+    a LangChain handler, which sees no response body, can know of a server)."""
+    with _DETECTED_LOCK:
+        return _DETECTED.get(server_root(base_url))
 
 
 def _probe(root: str) -> Generator[Fetch, Reply, tuple[Dialect | None, str]]:

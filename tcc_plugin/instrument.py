@@ -61,6 +61,7 @@ ClientT = TypeVar("ClientT")
 
 _INTEGRATIONS: Final = {
     "openai": "tcc_plugin.integrations.openai",
+    "langchain_openai": "tcc_plugin.integrations.openai",  # ChatOpenAI: its SDK clients
     "anthropic": "tcc_plugin.integrations.anthropic",
 }
 
