@@ -2,21 +2,22 @@
 
 The model thinks with the end-of-thinking delimiter as its stop. If it stops before
 ``min_thinking_tokens``, the delimiter is dropped, ``wait`` ("Wait") is appended and it
-thinks on; when the thinking reaches ``max_thinking_tokens`` the delimiter is forced
-(followed by ``answer_prefix``, e.g. "Final Answer:") and the model answers
+thinks on; when the thinking reaches ``max_thinking_tokens`` the delimiter is forced.
+However thinking ended, the delimiter is followed by ``answer_prefix`` (e.g. "Final
+Answer:") and the model answers: a run always ends with an answer phase
 (Muennighoff et al., *s1: Simple test-time scaling*, 2025).
 
 The backend is anything with ``complete(prompt, *, max_tokens, stop)`` returning
-``(text, usage)`` or an object with ``text`` and ``usage`` (and ``finish_reason``):
-:class:`tcc_plugin.integrations.vllm.VLLMClient` (vLLM or llama-server raw-prompt
-completions) is one. Its calls go through the call lifecycle, so each phase is a span
-(a child of the forcing run's span), budgeted, priced and retried like any call. A
-backend whose ``complete`` also takes ``reasoning`` and ``attributes`` keywords is told
-which phases are thinking (so their output counts as reasoning tokens) and gets the
-phase's ``tcc.forcing.*`` attributes for its span.
+``(text, usage)`` or an object with ``text`` and ``usage`` (and ``finish_reason``), or an
+OpenAI-compatible client (``openai.OpenAI(base_url=...)`` of vLLM or llama-server) whose
+``completions.create`` continues the prompt. Every phase goes through the call
+lifecycle, so each is a span (a child of the forcing run's span), budgeted, clamped,
+priced and retried like any call: an instrumented client's own lifecycle, else one run
+here (:class:`_PhaseAdapter`). A thinking phase's output counts as reasoning tokens.
 
-The logic is written once, as a generator of phase requests; :func:`budget_forcing`
-and :func:`abudget_forcing` drive it (sync and async).
+The logic is written once, as a generator of phase requests (a plan);
+:func:`budget_forcing` and :func:`abudget_forcing` drive it with
+:func:`tcc_plugin.plans.drive` / :func:`~tcc_plugin.plans.adrive`.
 
 Hosted reasoning APIs do not continue a raw prompt; there the same thinking budget maps
 to the provider's own knob (see ``docs/budget-forcing.md``).
