@@ -36,6 +36,7 @@ from .server_dialect import (
     Fetch,
     Reply,
     StreamState,
+    Unanswered,
     detect,
     finish_usage,
     merge_choices,
@@ -97,7 +98,11 @@ class Server:
         self.meter = meter_for(self.root)
 
     def setup(self) -> Generator[Fetch, Reply, None]:
-        self.dialect = yield from detect(self.root, self.declared)
+        try:
+            self.dialect = yield from detect(self.root, self.declared)
+        except Unanswered:  # down or unreachable: the call itself will say so
+            self.dialect = self.declared
+            return
         self.known = True
 
     def _options(self) -> dict[str, Any]:

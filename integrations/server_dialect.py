@@ -38,6 +38,7 @@ __all__ = [
     "Fetch",
     "Reply",
     "StreamState",
+    "Unanswered",
     "check_dialect",
     "detect",
     "finish_usage",
@@ -168,13 +169,17 @@ def detect(root: str, declared: Dialect | None) -> Generator[Fetch, Reply, Diale
     """The dialect of the server at ``root``, asked once per root (then remembered).
 
     With ``declared``, a server found to be something else raises :class:`DialectError`
-    naming what was found; without, such a server is ``None`` (not self-hosted)."""
+    naming what was found; without, such a server is ``None`` (not self-hosted). A
+    server that does not answer at all (down, unreachable) decides nothing:
+    :class:`Unanswered` is raised, and the caller asks again at its next call."""
     with _DETECTED_LOCK:
         known = root in _DETECTED
         found = _DETECTED.get(root)
     evidence = "remembered"
     if not known:
-        found, evidence = yield from _probe(root)
+        found, evidence, answered = yield from _probe(root)
+        if not answered:
+            raise Unanswered(declared, evidence)
         with _DETECTED_LOCK:
             _DETECTED[root] = found
     if declared is not None and found != declared:
@@ -194,21 +199,31 @@ def known_dialect(base_url: str) -> Dialect | None:
         return _DETECTED.get(server_root(base_url))
 
 
-def _probe(root: str) -> Generator[Fetch, Reply, tuple[Dialect | None, str]]:
+def _probe(root: str) -> Generator[Fetch, Reply, tuple[Dialect | None, str, bool]]:
+    """What the server says it is: its dialect, the evidence, whether it answered."""
     models = yield Fetch("GET", root + "/v1/models")
     owners = sorted(
         {str(_get(m, "owned_by")) for m in _get(models.data, "data") or () if _get(m, "owned_by")}
     )
     for owner in owners:
         if owner in _OWNERS:
-            return _OWNERS[owner], f"GET /v1/models: owned_by {owner!r}"
+            return _OWNERS[owner], f"GET /v1/models: owned_by {owner!r}", True
     props = yield Fetch("GET", root + "/props")
     if isinstance(props.data, Mapping) and "default_generation_settings" in props.data:
-        return "llama.cpp", "GET /props: llama-server's settings"
+        return "llama.cpp", "GET /props: llama-server's settings", True
     seen = f"owned_by {', '.join(owners)}" if owners else f"status {models.status}"
     if models.error and not owners:
         seen += f" ({models.error[:200]})"
-    return None, f"GET /v1/models answered {seen}; GET /props answered status {props.status}"
+    evidence = f"GET /v1/models answered {seen}; GET /props answered status {props.status}"
+    return None, evidence, models.status is not None or props.status is not None
+
+
+class Unanswered(Exception):
+    """The server did not answer the detection: nothing is decided yet."""
+
+    def __init__(self, declared: Dialect | None, evidence: str) -> None:
+        super().__init__(evidence)
+        self.declared = declared
 
 
 # -- token counts -----------------------------------------------------------------------------

@@ -252,6 +252,35 @@ def test_an_undetected_server_is_plain_openai(telemetry: Any) -> None:
     assert telemetry.span(f"chat {MODEL}").attributes["gen_ai.provider.name"] == "openai"
 
 
+def test_a_server_that_is_down_at_the_first_call_is_detected_at_the_next(
+    telemetry: Any,
+) -> None:
+    server = VLLMServer()
+    server.routes["/v1/chat/completions"] = lambda body: httpx2.Response(
+        200, json=chat_response([chat_choice(0, "4", "four")], usage_info(5, 3, 1))
+    )
+    up = [False]
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        if not up[0]:
+            raise httpx2.ConnectError("connection refused")
+        return server.handler(request)
+
+    http = httpx2.Client(transport=httpx2.MockTransport(handler))
+    client = tcc_plugin.instrument(
+        openai.OpenAI(
+            base_url="http://127.0.0.1:8105/v1", api_key="none", http_client=http, max_retries=0
+        )
+    )
+    with pytest.raises(openai.APIConnectionError):
+        client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=8)  # type: ignore[arg-type]
+    up[0] = True
+    client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=8)  # type: ignore[arg-type]
+    assert len(server.bodies("/v1/models")) == 1  # asked again once it answered
+    last = telemetry.spans(f"chat {MODEL}")[-1]
+    assert last.attributes["gen_ai.provider.name"] == "vllm"
+
+
 def test_bad_server_options_are_refused() -> None:
     with pytest.raises(ValueError, match=r"server must be one of vllm, llama\.cpp"):
         openai_client(VLLMServer(), server="tgi")
