@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
-from tcc_plugin.adapter import AttributeValue, ErrorInfo, ResponseInfo
+from tcc_plugin.adapter import INSTRUMENTED_ATTRIBUTE, AttributeValue, ErrorInfo, ResponseInfo
 from tcc_plugin.instrument import Thinking, current_thinking
 from tcc_plugin.lifecycle import aopen_stream, arun, open_stream, run
 from tcc_plugin.plans import adrive, drive
@@ -51,7 +51,7 @@ _SENTINELS: Final = frozenset({"Omit", "NotGiven"})
 _RAW_HEADER: Final = "x-stainless-raw-response"
 # What ``with_raw_response`` / ``with_streaming_response`` return instead of a model.
 _RAW_RESPONSES: Final = frozenset({"LegacyAPIResponse", "APIResponse", "AsyncAPIResponse"})
-_STATE_ATTR: Final = "_tcc_instrumentation"
+_STATE_ATTR: Final = INSTRUMENTED_ATTRIBUTE
 
 
 def given(value: Any) -> bool:

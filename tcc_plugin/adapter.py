@@ -143,3 +143,8 @@ class RetryAware(Protocol[RequestT]):
 
     def without_provider_retries(self, request: RequestT) -> RequestT:
         """``request`` made so that the provider SDK does not retry it itself."""
+
+
+INSTRUMENTED_ATTRIBUTE = "_tcc_instrumentation"
+"""Set on a client that ``tcc_plugin.instrument()`` instrumented: its calls go through
+the lifecycle already (budget forcing, for one, then does not run them through it again)."""

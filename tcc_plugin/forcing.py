@@ -34,7 +34,14 @@ from typing import Any, Final, Literal, Protocol, runtime_checkable
 
 from opentelemetry.trace import SpanKind
 
-from tcc_plugin.adapter import AttributeValue, CallInfo, Clamp, ResponseInfo, StreamReader
+from tcc_plugin.adapter import (
+    INSTRUMENTED_ATTRIBUTE,
+    AttributeValue,
+    CallInfo,
+    Clamp,
+    ResponseInfo,
+    StreamReader,
+)
 from tcc_plugin.budget import Budget, active_budgets
 from tcc_plugin.lifecycle import arun, run
 from tcc_plugin.plans import adrive, drive
@@ -333,7 +340,6 @@ def _in_phase(phase: Phase) -> Iterator[None]:
 
 
 # -- backends: how a phase is sent -----------------------------------------------------------
-_INSTRUMENTED: Final = "_tcc_instrumentation"  # set on a client by tcc_plugin.instrument()
 
 
 def _is_openai_shaped(backend: Any) -> bool:
@@ -398,7 +404,7 @@ class _Backend:
                 f"an OpenAI-compatible client; got {type(backend).__qualname__}"
             )
         self.model = model or _str(getattr(backend, "model", None))
-        self.traced = self.openai and _INSTRUMENTED in vars(backend)
+        self.traced = self.openai and INSTRUMENTED_ATTRIBUTE in vars(backend)
         self.extended = not self.openai and _accepts_phase_keywords(backend.complete)
         self.method = backend.completions.create if self.openai else backend.complete
         self.adapter = _PhaseAdapter(self.model)
