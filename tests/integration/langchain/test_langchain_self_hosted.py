@@ -54,6 +54,11 @@ def test_an_instrumented_chat_openai_gets_exact_reasoning_and_gpu_cost(telemetry
     assert span.attributes["gen_ai.usage.reasoning.output_tokens"] == 6
     assert span.attributes["gen_ai.usage.output_tokens"] == 20
     assert span.attributes["tcc.cost.usd"] > 0
+    from tcc_plugin.integrations.openai import uninstrument
+
+    uninstrument(llm)  # both SDK clients: later calls are not recorded
+    llm.invoke([HumanMessage("6*7?")])
+    assert len(telemetry.spans(f"chat {MODEL}")) == 1
 
 
 async def test_the_async_path_of_an_instrumented_chat_openai(telemetry: Any) -> None:
