@@ -15,14 +15,23 @@ Nothing here decides budgets, prices, spans or retries: the adapters only transl
 
 from __future__ import annotations
 
+import asyncio
 import inspect
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Generator, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
-from tcc_plugin.adapter import Adapter, AttributeValue, ErrorInfo, ResponseInfo
+from tcc_plugin.adapter import (
+    INSTRUMENTED_ATTRIBUTE,
+    Adapter,
+    AttributeValue,
+    ErrorInfo,
+    ResponseInfo,
+)
 from tcc_plugin.instrument import Thinking, current_thinking
 from tcc_plugin.lifecycle import aopen_stream, arun, open_stream, run
+from tcc_plugin.plans import adrive, drive
 from tcc_plugin.pricing import PriceBook
 from tcc_plugin.readers import StreamAccumulator, read_response
 from tcc_plugin.retry import RetryPolicy, classify_status
@@ -31,6 +40,7 @@ __all__ = [
     "IMAGE_TOKENS",
     "AsyncWithoutUsageChunk",
     "Config",
+    "Parallel",
     "PostAdapter",
     "PostRequest",
     "WithoutUsageChunk",
@@ -47,7 +57,7 @@ _SENTINELS: Final = frozenset({"Omit", "NotGiven"})
 _RAW_HEADER: Final = "x-stainless-raw-response"
 # What ``with_raw_response`` / ``with_streaming_response`` return instead of a model.
 _RAW_RESPONSES: Final = frozenset({"LegacyAPIResponse", "APIResponse", "AsyncAPIResponse"})
-_STATE_ATTR: Final = "_tcc_instrumentation"
+_STATE_ATTR: Final = INSTRUMENTED_ATTRIBUTE
 
 
 def given(value: Any) -> bool:
@@ -89,6 +99,13 @@ class PostRequest:
             overridden = {k: v for k, v in changes.items() if k in extra}
             options = {**options, "extra_json": {**extra, **overridden}}
         return replace(self, body={**self.body, **changes}, options=options)
+
+
+@dataclass(frozen=True, slots=True)
+class Parallel:
+    """A plan step: requests to send at once, answered with their responses in order."""
+
+    requests: tuple[PostRequest, ...]
 
 
 def _is_raw(options: Mapping[str, Any]) -> bool:
@@ -217,6 +234,38 @@ class PostAdapter(Adapter["PostRequest", Any]):
     def adjust(self, request: PostRequest, thinking: Thinking | None) -> PostRequest:
         """``request`` with the neutral thinking budget and stream usage options applied."""
         return request
+
+    # -- how a call is carried out (plans; see tcc_plugin.plans) ---------------------------
+    @property
+    def needs_setup(self) -> bool:
+        """Whether :meth:`setup` must run before the next call (e.g. to detect a dialect)."""
+        return False
+
+    def setup(self) -> Generator[Any, Any, None]:
+        """What the adapter must learn from the server before a call: a plan of steps
+        for :meth:`perform`. The default asks nothing."""
+        return
+        yield  # pragma: no cover - makes this a generator
+
+    def exchange(self, request: PostRequest) -> Generator[Any, Any, Any]:
+        """How one attempt of a call is carried out: a plan yielding the
+        :class:`PostRequest` (or :class:`Parallel` requests) to send, and any step for
+        :meth:`perform`; it returns what the caller gets. The default sends ``request``."""
+        response = yield request
+        return response
+
+    def perform(self, step: Any) -> Any:
+        """Carry out a step of a plan other than sending requests (sync)."""
+        raise TypeError(f"{type(self).__name__} cannot perform {step!r}")
+
+    async def aperform(self, step: Any) -> Any:
+        """Carry out a step of a plan other than sending requests (async)."""
+        raise TypeError(f"{type(self).__name__} cannot perform {step!r}")
+
+    def deliver(self, result: Any, run_plan: Callable[[Any], Any], asynchronous: bool) -> Any:
+        """What :meth:`exchange` returned, as handed to the caller (e.g. a stream
+        wrapped so that its end runs a plan with ``run_plan``). Default: unchanged."""
+        return result
 
     # -- the Adapter interface -------------------------------------------------------------
     def describe(self, request: PostRequest) -> Any:  # pragma: no cover - abstract
@@ -443,6 +492,31 @@ class _Interceptor:
             stream_cls=request.stream_cls,
         )
 
+    def _step(self, adapter: PostAdapter) -> Callable[[Any], Any]:
+        def step(item: Any) -> Any:
+            if isinstance(item, PostRequest):
+                return self.send(item)
+            if isinstance(item, Parallel):
+                with ThreadPoolExecutor(max_workers=len(item.requests)) as pool:
+                    return list(pool.map(self.send, item.requests))
+            return adapter.perform(item)
+
+        return step
+
+    def _sender(self, adapter: PostAdapter) -> Callable[[PostRequest], Any]:
+        """The ``send`` of a call: ``adapter``'s exchange plan, driven."""
+        if type(adapter).exchange is PostAdapter.exchange:
+            return self.send  # the common case: one request, nothing to drive
+        step = self._step(adapter)
+
+        def run_plan(plan: Any) -> Any:
+            return drive(plan, step)
+
+        def send(request: PostRequest) -> Any:
+            return adapter.deliver(run_plan(adapter.exchange(request)), run_plan, False)
+
+        return send
+
     def post(
         self,
         path: str,
@@ -455,6 +529,9 @@ class _Interceptor:
         stream: bool = False,
         stream_cls: Any = None,
     ) -> Any:
+        adapter = self.adapters.get(path)
+        if adapter is not None and adapter.needs_setup:
+            drive(adapter.setup(), self._step(adapter))
         routed = self._route(path, body, content, files, options, stream, cast_to, stream_cls)
         if routed is None:
             return self.original(
@@ -469,18 +546,42 @@ class _Interceptor:
             )
         adapter, request = routed
         config = self.config
+        send = self._sender(adapter)
         if stream and not request.raw:
             observed = open_stream(
-                adapter, request, self.send, price_book=config.price_book, retry=config.retry
+                adapter, request, send, price_book=config.price_book, retry=config.retry
             )
             return WithoutUsageChunk(observed) if request.hide_usage_chunk else observed
-        return run(adapter, request, self.send, price_book=config.price_book, retry=config.retry)
+        return run(adapter, request, send, price_book=config.price_book, retry=config.retry)
 
 
 class _AsyncInterceptor(_Interceptor):
     """The async twin of :class:`_Interceptor`."""
 
     __slots__ = ()
+
+    def _astep(self, adapter: PostAdapter) -> Callable[[Any], Awaitable[Any]]:
+        async def step(item: Any) -> Any:
+            if isinstance(item, PostRequest):
+                return await self.send(item)
+            if isinstance(item, Parallel):
+                return list(await asyncio.gather(*(self.send(r) for r in item.requests)))
+            return await adapter.aperform(item)
+
+        return step
+
+    def _sender(self, adapter: PostAdapter) -> Callable[[PostRequest], Any]:
+        if type(adapter).exchange is PostAdapter.exchange:
+            return self.send
+        step = self._astep(adapter)
+
+        def run_plan(plan: Any) -> Awaitable[Any]:
+            return adrive(plan, step)
+
+        async def send(request: PostRequest) -> Any:
+            return adapter.deliver(await run_plan(adapter.exchange(request)), run_plan, True)
+
+        return send
 
     async def post(  # the async twin of _Interceptor.post
         self,
@@ -494,6 +595,9 @@ class _AsyncInterceptor(_Interceptor):
         stream: bool = False,
         stream_cls: Any = None,
     ) -> Any:
+        adapter = self.adapters.get(path)
+        if adapter is not None and adapter.needs_setup:
+            await adrive(adapter.setup(), self._astep(adapter))
         routed = self._route(path, body, content, files, options, stream, cast_to, stream_cls)
         if routed is None:
             return await self.original(
@@ -508,14 +612,13 @@ class _AsyncInterceptor(_Interceptor):
             )
         adapter, request = routed
         config = self.config
+        send = self._sender(adapter)
         if stream and not request.raw:
             observed = await aopen_stream(
-                adapter, request, self.send, price_book=config.price_book, retry=config.retry
+                adapter, request, send, price_book=config.price_book, retry=config.retry
             )
             return AsyncWithoutUsageChunk(observed) if request.hide_usage_chunk else observed
-        return await arun(
-            adapter, request, self.send, price_book=config.price_book, retry=config.retry
-        )
+        return await arun(adapter, request, send, price_book=config.price_book, retry=config.retry)
 
 
 @dataclass(slots=True)
@@ -548,10 +651,11 @@ def install(
 ) -> Any:
     """Instrument ``client`` in place: its ``post`` (and the ``post`` its resources hold)
     is intercepted for the paths of ``adapters``; ``with_options``/``copy`` return copies
-    passed to ``reinstrument``. Installing again only replaces the config."""
+    passed to ``reinstrument``. Installing again replaces the config and adapters."""
     state = vars(client).get(_STATE_ATTR)
     if isinstance(state, _Installed):
         state.interceptor.config = config
+        state.interceptor.adapters = adapters
         return client
     original = type(client).post.__get__(client)
     cls = _AsyncInterceptor if inspect.iscoroutinefunction(original) else _Interceptor

@@ -35,6 +35,7 @@ from tcc_plugin.adapter import Adapter, AttributeValue, CallInfo, Clamp, Respons
 from tcc_plugin.budget import Budget, active_budgets
 from tcc_plugin.errors import TCCError
 from tcc_plugin.integrations._common import estimate_input_tokens
+from tcc_plugin.integrations.server_dialect import DIALECT_ATTRIBUTE, known_dialect
 from tcc_plugin.lifecycle import Call
 from tcc_plugin.pricing import PriceBook
 from tcc_plugin.readers import StreamAccumulator, read_response, usage_from_block
@@ -172,6 +173,10 @@ class LangChainAdapter(Adapter["LangChainRequest", Any]):
         choices = _count(params.get("n")) or 1
         address, port = _server(kwargs)
         attrs: dict[str, AttributeValue] = {RUN_ID_ATTRIBUTE: str(request.run_id)}
+        dialect = _self_hosted(kwargs) if provider == "openai" else None
+        if dialect is not None:  # a ChatOpenAI pointed at vLLM / llama-server
+            provider = dialect
+            attrs[DIALECT_ATTRIBUTE] = dialect
         views = [_message_view(m) for m in request.messages]
         return CallInfo(
             model=model,
@@ -242,6 +247,16 @@ class LangChainAdapter(Adapter["LangChainRequest", Any]):
     def stream_reader(self, request: LangChainRequest) -> StreamReader:
         # Fed the message chunks: their usage_metadata are additive deltas.
         return StreamAccumulator()
+
+
+def _self_hosted(kwargs: Mapping[str, Any]) -> str | None:
+    """The dialect of the self-hosted server a model's base URL points at, when this
+    process has detected it (an instrumented client's first call does)."""
+    for key in _BASE_URL_KWARGS:
+        url = kwargs.get(key)
+        if isinstance(url, str) and url:
+            return known_dialect(url)
+    return None
 
 
 def _server(kwargs: Mapping[str, Any]) -> tuple[str | None, int | None]:

@@ -5,6 +5,10 @@ and legacy Completions, sync, async and streamed, and the SDK's helpers built on
 (``parse``, ``chat.completions.stream``, ``responses.stream``). Azure OpenAI clients
 (subclasses) are covered alike.
 
+A LangChain ``ChatOpenAI`` is instrumented through its SDK clients (``root_client``,
+``root_async_client``), so a self-hosted server behind it (``server=`` / ``gpu_price=``,
+see :mod:`.openai_server`) reports exact reasoning tokens to LangChain too.
+
 Translation rules (the adapters below):
 
 - worst case: the request's ``max_completion_tokens`` / ``max_tokens`` /
@@ -54,6 +58,15 @@ from ._common import (
     model_dump,
     uninstall,
 )
+from .openai_server import (
+    GpuPrice,
+    Server,
+    is_hosted_openai,
+    may_be_self_hosted,
+    server_adapters,
+    server_price_book,
+)
+from .server_dialect import check_dialect
 
 __all__ = [
     "MAX_OUTPUT_TOKENS",
@@ -368,37 +381,84 @@ def instrument(
     price_book: PriceBook | None = None,
     retry: RetryPolicy | None = None,
     thinking: Thinking | None = None,
+    server: str | None = None,
+    gpu_price: GpuPrice | None = None,
 ) -> ClientT:
     """Instrument an ``openai.OpenAI`` / ``AsyncOpenAI`` client in place and return it
-    (see :func:`tcc_plugin.instrument`)."""
+    (see :func:`tcc_plugin.instrument`).
+
+    A client whose base URL is not OpenAI's may point at a self-hosted server: with
+    ``server="vllm"`` / ``"llama.cpp"`` it is one (checked at the first call: a server
+    that is not raises :class:`~tcc_plugin.integrations.server_dialect.DialectError`);
+    without, the dialect is detected once per server at the first call, and a server
+    that is neither is treated as OpenAI's protocol. ``gpu_price`` (USD per hour, or a
+    :class:`tcc_plugin.GpuHourPrice`) prices its calls by GPU time, shared among the
+    calls in flight (see :mod:`.openai_server`)."""
     if not isinstance(client, (openai.OpenAI, openai.AsyncOpenAI)):
-        raise TypeError(
-            "expected an openai.OpenAI or openai.AsyncOpenAI client, "
-            f"got {type(client).__qualname__}"
-        )
-    config = Config(price_book=price_book, retry=retry, thinking=check_thinking(thinking))
+        roots = _sdk_clients_of(client)
+        if not roots:
+            raise TypeError(
+                "expected an openai.OpenAI or openai.AsyncOpenAI client (or a LangChain "
+                f"ChatOpenAI), got {type(client).__qualname__}"
+            )
+        for root in roots:
+            instrument(
+                root,
+                price_book=price_book,
+                retry=retry,
+                thinking=thinking,
+                server=server,
+                gpu_price=gpu_price,
+            )
+        return client
+    declared = check_dialect(server)
     address, port = _server(client)
-    provider = _provider(client)
-    adapters = {
-        cls.path: cls(
-            provider=provider,
-            server_address=address,
-            server_port=port,
-            classify=classify_error,
-        )
-        for cls in _ADAPTERS
+    kwargs: dict[str, Any] = {
+        "provider": _provider(client),
+        "server_address": address,
+        "server_port": port,
+        "classify": classify_error,
     }
+    self_hosted: Server | None = None
+    url = str(client.base_url)
+    # gpu_price says the server is one's own even behind HTTPS on a public name.
+    if (
+        declared is not None
+        or may_be_self_hosted(url)
+        or (gpu_price is not None and not is_hosted_openai(url))
+    ):
+        self_hosted = Server(client, declared)
+        adapters = server_adapters({cls.path: cls for cls in _ADAPTERS}, self_hosted, **kwargs)
+    elif gpu_price is not None:
+        raise ValueError("gpu_price prices a self-hosted server; this client calls OpenAI")
+    else:
+        adapters = {cls.path: cls(**kwargs) for cls in _ADAPTERS}
+    book = server_price_book(gpu_price, price_book, self_hosted) if self_hosted else price_book
+    config = Config(price_book=book, retry=retry, thinking=check_thinking(thinking))
 
     def again(copy: Any) -> Any:
         return instrument(
-            copy, price_book=config.price_book, retry=config.retry, thinking=config.thinking
+            copy,
+            price_book=price_book,
+            retry=config.retry,
+            thinking=config.thinking,
+            server=declared,
+            gpu_price=gpu_price,
         )
 
     result: ClientT = install(client, adapters, config, again)
     return result
 
 
+def _sdk_clients_of(model: Any) -> list[Any]:
+    """The OpenAI SDK clients a LangChain ``ChatOpenAI`` (or ``OpenAI``) calls through
+    (``root_client``, ``root_async_client``)."""
+    roots = (getattr(model, "root_client", None), getattr(model, "root_async_client", None))
+    return [c for c in roots if isinstance(c, (openai.OpenAI, openai.AsyncOpenAI))]
+
+
 def uninstrument(client: ClientT) -> ClientT:
-    """Undo :func:`instrument` on ``client``."""
-    result: ClientT = uninstall(client)
-    return result
+    """Undo :func:`instrument` on ``client`` (both SDK clients of a ``ChatOpenAI``)."""
+    for root in _sdk_clients_of(client) or [client]:
+        uninstall(root)
+    return client

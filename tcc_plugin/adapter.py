@@ -160,3 +160,8 @@ class ErrorInfo:
     reason: str
     status: int | None = None
     retry_after: float | None = None
+
+
+INSTRUMENTED_ATTRIBUTE = "_tcc_instrumentation"
+"""Set on a client that ``tcc_plugin.instrument()`` instrumented: its calls go through
+the lifecycle already (budget forcing, for one, then does not run them through it again)."""

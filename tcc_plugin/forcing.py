@@ -2,21 +2,22 @@
 
 The model thinks with the end-of-thinking delimiter as its stop. If it stops before
 ``min_thinking_tokens``, the delimiter is dropped, ``wait`` ("Wait") is appended and it
-thinks on; when the thinking reaches ``max_thinking_tokens`` the delimiter is forced
-(followed by ``answer_prefix``, e.g. "Final Answer:") and the model answers
+thinks on; when the thinking reaches ``max_thinking_tokens`` the delimiter is forced.
+However thinking ended, the delimiter is followed by ``answer_prefix`` (e.g. "Final
+Answer:") and the model answers: a run always ends with an answer phase
 (Muennighoff et al., *s1: Simple test-time scaling*, 2025).
 
 The backend is anything with ``complete(prompt, *, max_tokens, stop)`` returning
-``(text, usage)`` or an object with ``text`` and ``usage`` (and ``finish_reason``):
-:class:`tcc_plugin.integrations.vllm.VLLMClient` (vLLM or llama-server raw-prompt
-completions) is one. Its calls go through the call lifecycle, so each phase is a span
-(a child of the forcing run's span), budgeted, priced and retried like any call. A
-backend whose ``complete`` also takes ``reasoning`` and ``attributes`` keywords is told
-which phases are thinking (so their output counts as reasoning tokens) and gets the
-phase's ``tcc.forcing.*`` attributes for its span.
+``(text, usage)`` or an object with ``text`` and ``usage`` (and ``finish_reason``), or an
+OpenAI-compatible client (``openai.OpenAI(base_url=...)`` of vLLM or llama-server) whose
+``completions.create`` continues the prompt. Every phase goes through the call
+lifecycle, so each is a span (a child of the forcing run's span), budgeted, clamped,
+priced and retried like any call: an instrumented client's own lifecycle, else one run
+here (:class:`_PhaseAdapter`). A thinking phase's output counts as reasoning tokens.
 
-The logic is written once, as a generator of phase requests; :func:`budget_forcing`
-and :func:`abudget_forcing` drive it (sync and async).
+The logic is written once, as a generator of phase requests (a plan);
+:func:`budget_forcing` and :func:`abudget_forcing` drive it with
+:func:`tcc_plugin.plans.drive` / :func:`~tcc_plugin.plans.adrive`.
 
 Hosted reasoning APIs do not continue a raw prompt; there the same thinking budget maps
 to the provider's own knob (see ``docs/budget-forcing.md``).
@@ -24,15 +25,28 @@ to the provider's own knob (see ``docs/budget-forcing.md``).
 
 from __future__ import annotations
 
+import contextvars
 import inspect
-from collections.abc import Awaitable, Generator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Generator, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from typing import Any, Final, Literal, Protocol, runtime_checkable
 
 from opentelemetry.trace import SpanKind
 
-from tcc_plugin.adapter import AttributeValue
+from tcc_plugin.adapter import (
+    INSTRUMENTED_ATTRIBUTE,
+    Adapter,
+    AttributeValue,
+    CallInfo,
+    Clamp,
+    ResponseInfo,
+    StreamReader,
+)
 from tcc_plugin.budget import Budget, active_budgets
+from tcc_plugin.lifecycle import arun, run
+from tcc_plugin.plans import adrive, drive
+from tcc_plugin.readers import StreamAccumulator, read_response
 from tcc_plugin.telemetry import names, recorder
 from tcc_plugin.usage import Usage
 
@@ -50,6 +64,7 @@ __all__ = [
     "PhaseRecord",
     "abudget_forcing",
     "budget_forcing",
+    "current_phase",
 ]
 
 _P = names.FORCING_PREFIX
@@ -267,8 +282,8 @@ def _plan(
     if forced and head and not head[-1].isspace():
         head += "\n"
     head += config.end_of_thinking
-    if forced and config.answer_prefix:
-        head = _join(head if head.endswith("\n") else head + "\n", config.answer_prefix)
+    if config.answer_prefix:  # however thinking ended: else a model may end its turn at once
+        head = _join(head + "\n", config.answer_prefix)
     answer_phase = Phase("answer", index, head, config.max_answer_tokens, config.answer_stop)
     got = yield answer_phase
     phases.append(
@@ -302,13 +317,154 @@ def _accepts_phase_keywords(method: Any) -> bool:
     return "reasoning" in params and "attributes" in params
 
 
-def _call_kwargs(phase: Phase, extended: bool, options: Mapping[str, Any] | None) -> dict[str, Any]:
-    kwargs: dict[str, Any] = dict(options or {})
-    kwargs.update(max_tokens=phase.max_tokens, stop=list(phase.stop))
-    if extended:
-        kwargs["reasoning"] = phase.kind == "think"
-        kwargs["attributes"] = phase.attributes()
-    return kwargs
+# -- the phase a backend call belongs to ---------------------------------------------------
+_CURRENT_PHASE: contextvars.ContextVar[Phase | None] = contextvars.ContextVar(
+    "tcc_plugin_forcing_phase", default=None
+)
+
+
+def current_phase() -> Phase | None:
+    """The forcing phase whose backend call is running (``None`` outside forcing).
+
+    An instrumented client's adapter reads it to count a thinking phase's output as
+    reasoning tokens and to put the phase's ``tcc.forcing.*`` attributes on its span."""
+    return _CURRENT_PHASE.get()
+
+
+@contextmanager
+def _in_phase(phase: Phase) -> Iterator[None]:
+    token = _CURRENT_PHASE.set(phase)
+    try:
+        yield
+    finally:
+        _CURRENT_PHASE.reset(token)
+
+
+# -- backends: how a phase is sent -----------------------------------------------------------
+
+
+def _is_openai_shaped(backend: Any) -> bool:
+    completions = getattr(backend, "completions", None)
+    return callable(getattr(completions, "create", None)) and not callable(
+        getattr(backend, "complete", None)
+    )
+
+
+def _as_thinking(continuation: Continuation, phase: Phase) -> Continuation:
+    """A thinking phase's output is all reasoning, whatever the backend reported."""
+    if phase.kind != "think" or continuation.usage.reasoning == continuation.usage.output:
+        return continuation
+    usage = replace(continuation.usage, reasoning=continuation.usage.output)
+    return replace(continuation, usage=usage)
+
+
+class _PhaseAdapter(Adapter["Phase", "Continuation"]):
+    """Describes a phase to the lifecycle when the backend is not traced by itself (a
+    ``complete()`` of the user's, or an uninstrumented OpenAI-shaped client): a text
+    completion of at most ``max_tokens`` (all reasoning in a thinking phase), clamped
+    by lowering ``max_tokens``, its usage what the backend reported."""
+
+    def __init__(self, model: str | None) -> None:
+        self.model = model
+
+    def describe(self, phase: Phase) -> CallInfo:
+        return CallInfo(
+            model=self.model,
+            operation="text_completion",
+            max_output_tokens=phase.max_tokens,
+            max_reasoning_tokens=phase.max_tokens if phase.kind == "think" else 0,
+            input_estimate=lambda: len(phase.prompt.encode("utf-8", "surrogatepass")),
+            attributes=phase.attributes(),
+            input_messages=phase.prompt,
+        )
+
+    def clamp(self, phase: Phase, clamp: Clamp) -> Phase:
+        return replace(phase, max_tokens=clamp.max_output_tokens)
+
+    def read_response(self, response: Continuation) -> ResponseInfo:
+        reasons = (response.finish_reason,) if response.finish_reason else ()
+        return ResponseInfo(usage=response.usage, finish_reasons=reasons)
+
+    def stream_reader(self, phase: Phase) -> StreamReader:
+        return StreamAccumulator()  # pragma: no cover - phases are not streamed
+
+
+class _Backend:
+    """How the phases of one run reach ``backend``: its ``complete()`` (the user's, run
+    through the lifecycle here), or ``completions.create`` of an OpenAI-shaped client
+    (through the lifecycle of its instrumentation when instrumented, else here)."""
+
+    def __init__(self, backend: Any, model: str | None, options: Mapping[str, Any] | None) -> None:
+        self.options = dict(options or {})
+        self.openai = _is_openai_shaped(backend)
+        if self.openai and not model:
+            raise ValueError("budget forcing over an OpenAI-compatible client needs model=...")
+        if not self.openai and not callable(getattr(backend, "complete", None)):
+            raise TypeError(
+                "a forcing backend has a complete(prompt, *, max_tokens, stop) method or is "
+                f"an OpenAI-compatible client; got {type(backend).__qualname__}"
+            )
+        self.model = model or _str(getattr(backend, "model", None))
+        self.traced = self.openai and INSTRUMENTED_ATTRIBUTE in vars(backend)
+        self.extended = not self.openai and _accepts_phase_keywords(backend.complete)
+        self.method = backend.completions.create if self.openai else backend.complete
+        self.adapter = _PhaseAdapter(self.model)
+
+    def call(self, phase: Phase) -> Any:
+        """Start the backend call of ``phase`` (a result, or an awaitable of one)."""
+        kwargs: dict[str, Any] = dict(self.options)
+        kwargs.update(max_tokens=phase.max_tokens, stop=list(phase.stop))
+        if self.openai:
+            return self.method(model=self.model, prompt=phase.prompt, **kwargs)
+        if self.extended:
+            kwargs["reasoning"] = phase.kind == "think"
+            kwargs["attributes"] = phase.attributes()
+        return self.method(phase.prompt, **kwargs)
+
+    def read(self, raw: Any, phase: Phase) -> Continuation:
+        if self.openai:
+            raw = _openai_continuation(raw)
+        return _as_thinking(_as_continuation(raw, phase.max_tokens), phase)
+
+    def step(self) -> Callable[[Phase], Continuation]:
+        """The sync step: one phase sent, its continuation returned."""
+
+        def send(phase: Phase) -> Continuation:
+            return self.read(self.call(phase), phase)
+
+        def step(phase: Phase) -> Continuation:
+            with _in_phase(phase):
+                return send(phase) if self.traced else run(self.adapter, phase, send)
+
+        return step
+
+    def astep(self) -> Callable[[Phase], Awaitable[Continuation]]:
+        """The async twin of :meth:`step`."""
+
+        async def send(phase: Phase) -> Continuation:
+            return self.read(await self.call(phase), phase)
+
+        async def step(phase: Phase) -> Continuation:
+            with _in_phase(phase):
+                return await send(phase) if self.traced else await arun(self.adapter, phase, send)
+
+        return step
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _openai_continuation(response: Any) -> Continuation:
+    """The first choice of a legacy completion, and the response's usage."""
+    choices = getattr(response, "choices", None) or ()
+    first = choices[0] if choices else None
+    info = read_response(response)
+    return Continuation(
+        str(getattr(first, "text", "") or ""),
+        info.usage if info.usage is not None else Usage(),
+        getattr(first, "finish_reason", None),
+    )
 
 
 def _config(
@@ -395,7 +551,7 @@ class _Run:
 
 
 def budget_forcing(
-    backend: Continuer,
+    backend: Continuer | Any,
     prompt: str,
     *,
     min_thinking_tokens: int = 0,
@@ -408,6 +564,7 @@ def budget_forcing(
     answer_stop: Sequence[str] | str | None = None,
     think_stop: Sequence[str] | str | None = None,
     options: Mapping[str, Any] | None = None,
+    model: str | None = None,
     span_name: str = SPAN_NAME,
 ) -> ForcingResult:
     """Run s1 budget forcing of ``prompt`` (which should end where thinking starts,
@@ -417,41 +574,36 @@ def budget_forcing(
     fewer than ``min_thinking_tokens`` tokens (and fewer than ``max_waits`` waits were
     appended, default 8), the delimiter is replaced by ``wait`` and it goes on. At
     ``max_thinking_tokens`` (clamped to what the active budgets can still pay for,
-    keeping ``max_answer_tokens`` for the answer) the delimiter is forced, followed by
-    ``answer_prefix``, and the model answers in at most ``max_answer_tokens`` tokens,
-    stopping at ``answer_stop`` (default: its end of sequence). ``think_stop`` adds
-    stop strings to the thinking phases (e.g. the chat end-of-turn marker).
-    ``options`` are more keyword arguments for every ``backend.complete`` call (e.g.
-    ``{"temperature": 0}``).
+    keeping ``max_answer_tokens`` for the answer) the delimiter is forced. However
+    thinking ended, the delimiter is followed by ``answer_prefix`` and the model
+    answers in at most ``max_answer_tokens`` tokens, stopping at ``answer_stop``
+    (default: its end of sequence). ``think_stop`` adds stop strings to the thinking
+    phases (e.g. the chat end-of-turn marker). ``options`` are more keyword arguments
+    for every backend call (e.g. ``{"temperature": 0}``).
+
+    ``backend`` is an object with ``complete(prompt, *, max_tokens, stop)``, or an
+    OpenAI-compatible client (``openai.OpenAI(base_url=...)`` of vLLM or llama-server,
+    best instrumented) whose ``completions.create`` is called with ``model``. Every
+    phase goes through the call lifecycle: budgeted, clamped, priced and traced.
     """
     config = _config(
         min_thinking_tokens, max_thinking_tokens, max_answer_tokens, end_of_thinking,
         wait, max_waits, answer_prefix, answer_stop, think_stop,
     )  # fmt: skip
+    sender = _Backend(backend, model, options)
     run = _Run(config, span_name)
-    extended = _accepts_phase_keywords(backend.complete)
-    result: ForcingResult | None = None
     try:
         with run.activated():
-            plan = _plan(prompt, config, active_budgets(), run.state)
-            phase = next(plan)
-            while True:
-                raw = backend.complete(phase.prompt, **_call_kwargs(phase, extended, options))
-                try:
-                    phase = plan.send(_as_continuation(raw, phase.max_tokens))
-                except StopIteration as done:
-                    result = done.value
-                    break
+            result = drive(_plan(prompt, config, active_budgets(), run.state), sender.step())
     except BaseException as exc:
         run.finish(None, exc)
         raise
     run.finish(result, None)
-    assert result is not None
     return result
 
 
 async def abudget_forcing(
-    backend: AsyncContinuer,
+    backend: AsyncContinuer | Any,
     prompt: str,
     *,
     min_thinking_tokens: int = 0,
@@ -464,33 +616,23 @@ async def abudget_forcing(
     answer_stop: Sequence[str] | str | None = None,
     think_stop: Sequence[str] | str | None = None,
     options: Mapping[str, Any] | None = None,
+    model: str | None = None,
     span_name: str = SPAN_NAME,
 ) -> ForcingResult:
-    """The async twin of :func:`budget_forcing` (``backend.complete`` is awaited)."""
+    """The async twin of :func:`budget_forcing` (``backend.complete`` is awaited, or the
+    client is an ``openai.AsyncOpenAI``)."""
     config = _config(
         min_thinking_tokens, max_thinking_tokens, max_answer_tokens, end_of_thinking,
         wait, max_waits, answer_prefix, answer_stop, think_stop,
     )  # fmt: skip
+    sender = _Backend(backend, model, options)
     run = _Run(config, span_name)
-    extended = _accepts_phase_keywords(backend.complete)
-    result: ForcingResult | None = None
     try:
         with run.activated():
             plan = _plan(prompt, config, active_budgets(), run.state)
-            phase = next(plan)
-            while True:
-                pending: Awaitable[Any] = backend.complete(
-                    phase.prompt, **_call_kwargs(phase, extended, options)
-                )
-                raw = await pending
-                try:
-                    phase = plan.send(_as_continuation(raw, phase.max_tokens))
-                except StopIteration as done:
-                    result = done.value
-                    break
+            result = await adrive(plan, sender.astep())
     except BaseException as exc:
         run.finish(None, exc)
         raise
     run.finish(result, None)
-    assert result is not None
     return result

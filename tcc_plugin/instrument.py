@@ -160,6 +160,7 @@ def instrument(
     price_book: PriceBook | None = None,
     retry: RetryPolicy | None = None,
     thinking: Thinking | None = None,
+    **options: Any,
 ) -> ClientT:
     """Instrument ``client`` in place and return it.
 
@@ -172,9 +173,14 @@ def instrument(
     retries turned off while ours run. ``thinking`` is the client's default thinking
     budget (tokens or an effort level). Copies made with ``client.with_options(...)``
     are instrumented alike. Calling it again replaces the settings.
+
+    ``options`` are the integration's own: an OpenAI client pointed at a self-hosted
+    server takes ``server="vllm"`` / ``"llama.cpp"`` (else the dialect is detected at
+    the first call) and ``gpu_price`` (USD per GPU-hour, shared among the calls in
+    flight), and then reports exact reasoning tokens and GPU-hour cost.
     """
     integration = _integration_for(client)
     result: ClientT = integration(
-        client, price_book=price_book, retry=retry, thinking=check_thinking(thinking)
+        client, price_book=price_book, retry=retry, thinking=check_thinking(thinking), **options
     )
     return result

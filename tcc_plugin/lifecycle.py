@@ -398,6 +398,7 @@ class Call(Generic[RequestT]):
         elif error is None or self._ttfc is not None:
             extra[names.USAGE_MISSING] = True
             extra[names.COST_UNKNOWN] = True
+            extra[names.USAGE_ESTIMATED] = True  # charged its reservation, not a count
             logger.warning(
                 "tcc_plugin: a %s response of model %r carried no usage; charging the "
                 "call's reservation (its worst case)",

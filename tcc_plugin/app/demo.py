@@ -102,20 +102,27 @@ class _FlakyOnce:
 class LocalBackend:
     """The agent's model calls on the local engine (Qwen2.5-Coder-0.5B, llama-server)."""
 
-    def __init__(self, client: Any, flaky: _FlakyOnce) -> None:
-        self.client = client
+    def __init__(self, client: Any, model: str, flaky: _FlakyOnce) -> None:
+        self.client = client  # an instrumented openai.OpenAI pointed at the engine
+        self.model = model
         self.flaky = flaky
-        self.label = f"{client.model} (local llama-server)"
+        self.label = f"{model} (local llama-server)"
 
     def ask(self, question: str, *, max_tokens: int, temperature: float) -> Any:
         messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": question}]
-        return self.client.chat(messages, max_tokens=max_tokens, temperature=temperature)
+        return self.client.chat.completions.create(
+            model=self.model, messages=messages, max_tokens=max_tokens, temperature=temperature
+        )
 
     def code(self, question: str, *, max_tokens: int, temperature: float) -> Any:
         # a raw continuation of the ChatML prompt, its answer opened as a code block
         prompt = f"<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n```python\n"
-        return self.client.complete(
-            prompt, max_tokens=max_tokens, stop=["```"], temperature=temperature
+        return self.client.completions.create(
+            model=self.model,
+            prompt=prompt,
+            max_tokens=max_tokens,
+            stop=["```"],
+            temperature=temperature,
         )
 
     def force(self, question: str, *, min_thinking: int, max_thinking: int) -> tuple[str, str]:
@@ -128,6 +135,7 @@ class LocalBackend:
         result = budget_forcing(
             self.client,
             prompt,
+            model=self.model,
             min_thinking_tokens=min_thinking,
             max_thinking_tokens=max_thinking,
             max_answer_tokens=24,
@@ -159,9 +167,11 @@ def _answer_line(text: str) -> str | None:
 def _answer_text(value: Any) -> str:
     """What to look for an answer in: a local response's thought and text (the small
     model often answers inside its thought), else the response's text."""
+    from tcc_plugin.integrations.server_dialect import reasoning_of
     from tcc_plugin.sampling.extract import text_of
 
-    reasoning = getattr(value, "reasoning", None)
+    choices = getattr(value, "choices", None) or ()
+    reasoning = reasoning_of(getattr(choices[0], "message", None)) if choices else None
     text = text_of(value) or ""
     return f"{reasoning}\n{text}" if isinstance(reasoning, str) else text
 
@@ -407,7 +417,6 @@ def _local_backend(args: argparse.Namespace, console: Any) -> Iterator[LocalBack
     import httpx2
 
     from tcc_plugin.app.local_engine import LocalEngine, RichProgress
-    from tcc_plugin.integrations.vllm import VLLMClient
 
     progress: Any = False if args.no_progress else RichProgress(console)
     engine = LocalEngine(parallel=4, ctx_size=1024, progress=progress)
@@ -416,17 +425,11 @@ def _local_backend(args: argparse.Namespace, console: Any) -> Iterator[LocalBack
     with engine:
         flaky = _FlakyOnce(httpx2.HTTPTransport())
         http = httpx2.Client(transport=flaky, timeout=600)  # type: ignore[arg-type]
-        client = VLLMClient(
-            engine.base_url,
-            engine.alias,
-            dialect="llama.cpp",
-            gpu_price=Decimal(args.gpu_usd_per_hour),
-            http_client=http,
-        )
+        client = engine.client(gpu_price=Decimal(args.gpu_usd_per_hour), http_client=http)
         try:
-            yield LocalBackend(client, flaky)
+            yield LocalBackend(client, engine.alias, flaky)
         finally:
-            http.close()
+            client.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

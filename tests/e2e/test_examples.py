@@ -38,3 +38,33 @@ def test_budgeted_agent_example(tmp_path: Path) -> None:
     outcomes = [s["attributes"]["tcc.budget.outcome"] for s in chat]
     assert outcomes.count("refused") == 1 and "clamped" in outcomes
     assert any(s["attributes"].get("tcc.retry.attempts") == 2 for s in chat)
+
+
+def test_self_hosted_example(tmp_path: Path) -> None:
+    import os
+
+    import pytest
+
+    if os.environ.get("TCC_SKIP_ENGINE"):
+        pytest.skip("TCC_SKIP_ENGINE is set")
+    traces = tmp_path / "traces.jsonl"
+    out = subprocess.run(
+        [sys.executable, str(EXAMPLES / "self_hosted.py"), "--traces", str(traces)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=900,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "reasoning tokens:" in out.stdout and "forcing:" in out.stdout
+    spans = [json.loads(line) for line in traces.read_text().splitlines()]
+    calls = [s for s in spans if "gen_ai.usage.output_tokens" in s["attributes"]]
+    assert len(calls) >= 3  # the chat call and at least two forcing phases
+    assert {s["attributes"]["gen_ai.provider.name"] for s in calls} == {"llama.cpp"}
+    chat = [s for s in calls if s["name"].startswith("chat ")]
+    assert chat[0]["attributes"]["gen_ai.usage.reasoning.output_tokens"] > 0
+    assert (
+        chat[0]["attributes"]["gen_ai.usage.reasoning.output_tokens"]
+        <= chat[0]["attributes"]["gen_ai.usage.output_tokens"]
+    )
+    assert all(s["attributes"]["tcc.cost.usd"] > 0 for s in calls)

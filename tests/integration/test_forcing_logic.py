@@ -111,9 +111,8 @@ def test_waits_are_appended_until_the_minimum(telemetry: Any) -> None:
     # each thinking phase continues the previous text, the delimiter dropped
     assert model.calls[1].prompt == PROMPT + "t0 t1 t2 t3 Wait"
     assert model.calls[1].max_tokens == 96
-    # the answer follows the delimiter, without the forced-answer prefix
-    assert model.calls[-1].prompt.endswith("</think>")
-    assert "Final Answer:" not in model.calls[-1].prompt
+    # the answer follows the delimiter and the answer prefix, however thinking ended
+    assert model.calls[-1].prompt.endswith("t3</think>\nFinal Answer:")
     assert result.answer == "42"
     assert result.usage == sum((p.usage for p in result.phases), Usage())
     assert result.usage.reasoning == 12
@@ -227,3 +226,62 @@ async def test_the_async_twin_follows_the_same_rules() -> None:
     assert result.thinking_tokens == 20  # 4 + 4 + 12 (forced)
     assert result.forced_end
     assert model.calls[-1].prompt.endswith("</think>\nFinal Answer:")
+
+
+def test_a_users_own_backend_goes_through_the_lifecycle(telemetry: Any) -> None:
+    model = TupleModel()  # reports (text, usage): knows nothing of budgets or spans
+    model.model = "my-local-model"  # type: ignore[attr-defined]
+    tcc_plugin.set_price("my-local-model", input="1", output="2")
+    with tcc_plugin.budget(output_tokens=100, calls=10) as scope:
+        result = budget_forcing(
+            model, PROMPT, min_thinking_tokens=8, max_thinking_tokens=20, max_answer_tokens=8
+        )
+    # 5 thinking tokens, Wait, 5 more (>= 8): two think phases and the answer
+    assert [p.kind for p in result.phases] == ["think", "think", "answer"]
+    assert scope.spent.calls == 3
+    assert scope.spent.output_tokens == 15
+    assert scope.spent.reasoning_tokens == 10  # the think phases' output is reasoning
+    forcing = telemetry.span("budget_forcing")
+    calls = telemetry.spans("text_completion my-local-model")
+    assert [s.attributes["tcc.forcing.phase"] for s in calls] == ["think", "think", "answer"]
+    assert all(s.parent is not None and s.parent.span_id == forcing.context.span_id for s in calls)
+    assert [s.attributes.get("gen_ai.usage.reasoning.output_tokens", 0) for s in calls] == [
+        5,
+        5,
+        0,
+    ]
+    # priced from the book: 10 input and 5 output tokens per phase at $1 / $2 per million
+    assert calls[0].attributes["tcc.cost.usd"] == pytest.approx(20e-6)
+
+
+def test_a_clamping_budget_lowers_a_users_phase_max_tokens() -> None:
+    model = ScriptedModel(think=[3])
+    with tcc_plugin.budget(output_tokens=40, policy="clamp"):
+        result = budget_forcing(model, PROMPT, max_thinking_tokens=10, max_answer_tokens=100)
+    # no room for thinking beside a 100-token answer; the answer phase, asking for 100,
+    # is clamped to the 40 left (and still runs: a run always ends with an answer)
+    assert result.max_thinking_tokens == 0
+    assert [p.kind for p in result.phases] == ["answer"]
+    assert model.calls[-1].max_tokens == 40
+
+
+def test_a_users_backend_is_refused_when_the_budget_cannot_pay() -> None:
+    model = TupleModel()
+    with tcc_plugin.budget(calls=1), pytest.raises(tcc_plugin.BudgetExceeded):
+        budget_forcing(model, PROMPT, max_thinking_tokens=20)
+    assert model.calls == 1  # the answer phase was refused before it ran
+
+
+def test_a_backend_of_the_wrong_shape_is_refused() -> None:
+    with pytest.raises(TypeError, match="complete"):
+        budget_forcing(object(), PROMPT)
+
+    class Completions:
+        def create(self, **kwargs: Any) -> Any:  # pragma: no cover - never called
+            raise AssertionError
+
+    class OpenAIShaped:
+        completions = Completions()
+
+    with pytest.raises(ValueError, match="needs model="):
+        budget_forcing(OpenAIShaped(), PROMPT)

@@ -16,6 +16,7 @@ def test_installed_integrations_are_entry_points() -> None:
     assert points == {
         "openai": "tcc_plugin.integrations.openai:instrument",
         "anthropic": "tcc_plugin.integrations.anthropic:instrument",
+        "langchain_openai": "tcc_plugin.integrations.openai:instrument",
     }
 
 

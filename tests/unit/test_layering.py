@@ -89,7 +89,7 @@ def test_the_core_imports_no_integration_and_no_application() -> None:
 @pytest.mark.parametrize(
     "source",
     [
-        "from tcc_plugin.integrations.vllm import VLLMClient",
+        "from tcc_plugin.integrations.openai_server import Server",
         "import tcc_plugin.app.local_engine",
         "def f():\n    from ..app import demo",
         "import importlib\nimportlib.import_module('tcc_plugin.integrations.openai')",

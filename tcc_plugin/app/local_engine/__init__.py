@@ -6,7 +6,8 @@
 
 The first start builds ``llama-server`` (minutes) and assembles the model; both are
 cached under the user cache directory (``$TCC_PLUGIN_CACHE_DIR`` overrides it), so later
-starts take seconds. Talk to it with :mod:`tcc_plugin.integrations.vllm`.
+starts take seconds. Talk to it with a standard ``openai`` client: :meth:`LocalEngine.client`
+hands out one, instrumented in the llama.cpp dialect.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from tcc_plugin.app.local_engine.build import ensure_server
 from tcc_plugin.app.local_engine.models import MODELS, QWEN25_CODER_05B, ModelSpec, ensure_model
 
 if TYPE_CHECKING:
-    from tcc_plugin.integrations.vllm import AsyncVLLMClient, VLLMClient
+    import openai
 
 __all__ = ["CHATML_THINK_TEMPLATE", "THINK_END", "THINK_START", "EngineStartError", "LocalEngine"]
 
@@ -164,18 +164,44 @@ class LocalEngine:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 
-    def client(self, **kwargs: Any) -> VLLMClient:
-        """A :class:`tcc_plugin.integrations.vllm.VLLMClient` of this server (llama.cpp
-        dialect, this model); ``kwargs`` go to the client (e.g. ``gpu_price``)."""
-        from tcc_plugin.integrations.vllm import VLLMClient
+    @property
+    def openai_base_url(self) -> str:
+        """``http://127.0.0.1:PORT/v1``: the ``base_url`` of an ``openai`` client."""
+        return self.base_url + "/v1"
 
-        return VLLMClient(self.base_url, self.alias, dialect="llama.cpp", **kwargs)
+    def client(
+        self, *, http_client: Any = None, max_retries: int = 2, **options: Any
+    ) -> openai.OpenAI:
+        """A standard ``openai.OpenAI`` client of this server, instrumented
+        (:func:`tcc_plugin.instrument`, llama.cpp dialect): ``options`` go to
+        ``instrument`` (e.g. ``gpu_price``, ``retry``). Its model is :attr:`alias`."""
+        import openai
 
-    def async_client(self, **kwargs: Any) -> AsyncVLLMClient:
-        """The async twin of :meth:`client`."""
-        from tcc_plugin.integrations.vllm import AsyncVLLMClient
+        from tcc_plugin.instrument import instrument
 
-        return AsyncVLLMClient(self.base_url, self.alias, dialect="llama.cpp", **kwargs)
+        client = openai.OpenAI(
+            base_url=self.openai_base_url,
+            api_key="local",  # llama-server checks no key unless started with --api-key
+            http_client=http_client,
+            max_retries=max_retries,
+        )
+        return instrument(client, server="llama.cpp", **options)
+
+    def async_client(
+        self, *, http_client: Any = None, max_retries: int = 2, **options: Any
+    ) -> openai.AsyncOpenAI:
+        """The async twin of :meth:`client` (an ``openai.AsyncOpenAI``)."""
+        import openai
+
+        from tcc_plugin.instrument import instrument
+
+        client = openai.AsyncOpenAI(
+            base_url=self.openai_base_url,
+            api_key="local",
+            http_client=http_client,
+            max_retries=max_retries,
+        )
+        return instrument(client, server="llama.cpp", **options)
 
     def log_text(self) -> str:
         """The server's log so far."""

@@ -22,6 +22,7 @@ from tcc_plugin.app.local_engine import (
     ensure_model,
     ensure_server,
 )
+from tcc_plugin.integrations.server_dialect import reasoning_of
 
 
 def _get(url: str) -> tuple[int, dict[str, object]]:
@@ -83,13 +84,17 @@ def test_an_engine_starts_and_stops_cleanly() -> None:
 
 
 def test_the_chat_template_makes_the_server_split_reasoning(qwen_engine: LocalEngine) -> None:
-    with qwen_engine.client(gpu_price=1) as client:
-        response = client.chat(
-            [{"role": "user", "content": "What is 2+2?"}], max_tokens=12, temperature=0
+    with qwen_engine.client(gpu_price=1) as client:  # a standard openai.OpenAI
+        response = client.chat.completions.create(
+            model=qwen_engine.alias,
+            messages=[{"role": "user", "content": "What is 2+2?"}],
+            max_tokens=12,
+            temperature=0,
         )
-    choice = response.choices[0]
-    assert choice.reasoning  # what the model wrote after <think>\n, split out by the server
-    assert "<think>" not in choice.text
+    message = response.choices[0].message
+    # what the model wrote after <think>\n, split out by the server
+    assert reasoning_of(message)
+    assert "<think>" not in (message.content or "")
 
 
 def test_a_failing_build_reports_its_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
