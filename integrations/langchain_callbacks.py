@@ -581,6 +581,9 @@ class TCCCallbackHandler(BaseCallbackHandler):
             return
         run = _Run(id(self), call, scope)
         _RUNS.add(run_id, run, group_key, size)
+        # An instrumented client the model calls through takes this call's charge over
+        # (one provider call, one charge, one span with usage); this one stays a parent.
+        call.enclose()
         for begun in _BEGUN.get():
             begun.add(run_id)
         _watch_task(run, run_id)
@@ -597,9 +600,13 @@ class TCCCallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         run = _RUNS.get(run_id, id(self))
-        if run is None or chunk is None:
+        if run is None:
             return
-        run.call.chunk(getattr(chunk, "message", chunk))
+        # Chunks flow: the model's provider call has begun (and taken the charge over if
+        # it is instrumented); the caller's code between chunks must not take it.
+        run.call.unenclose()
+        if chunk is not None:
+            run.call.chunk(getattr(chunk, "message", chunk))
 
     # -- end ----------------------------------------------------------------------------
     def on_llm_end(
@@ -614,6 +621,7 @@ class TCCCallbackHandler(BaseCallbackHandler):
         run = _RUNS.pop(run_id, id(self))
         if run is None:
             return
+        run.call.unenclose()
         try:
             call = run.call
             info = call.read_response(response)
@@ -637,6 +645,7 @@ class TCCCallbackHandler(BaseCallbackHandler):
         run = _RUNS.pop(run_id, id(self))
         if run is None:
             return
+        run.call.unenclose()
         try:
             if run.group is not None and not _in_task():
                 # The sync generate() of several message lists stops at the first error

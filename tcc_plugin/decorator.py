@@ -242,7 +242,9 @@ def llm_call(
             @functools.wraps(func)
             async def agen_wrapper(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
                 call = Call.begin(adapter, adapter.bind(args, kwargs), budgets=chain(), retry=retry)
-                stream_ = AsyncObservedStream[Any](call, send_with_retries(call, send))
+                stream_ = AsyncObservedStream[Any](
+                    call, send_with_retries(call, send), enclose=True
+                )
                 try:
                     async for chunk in stream_:
                         yield chunk
@@ -256,7 +258,7 @@ def llm_call(
             @functools.wraps(func)
             def gen_wrapper(*args: Any, **kwargs: Any) -> Iterator[Any]:
                 call = Call.begin(adapter, adapter.bind(args, kwargs), budgets=chain(), retry=retry)
-                stream_ = ObservedStream[Any](call, send_with_retries(call, send))
+                stream_ = ObservedStream[Any](call, send_with_retries(call, send), enclose=True)
                 try:
                     yield from stream_
                 finally:

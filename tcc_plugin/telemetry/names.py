@@ -84,6 +84,10 @@ OUTCOME_OK: Final = "ok"
 OUTCOME_CLAMPED: Final = "clamped"
 OUTCOME_REFUSED: Final = "refused"
 OUTCOME_NONE: Final = "unbudgeted"
+# A call whose provider call(s) were made, charged and recorded by calls begun for it
+# (an instrumented client inside an ``@llm_call`` function, ...): a parent span only.
+OUTCOME_DELEGATED: Final = "delegated"
+NESTED_CALLS: Final = "tcc.call.nested_calls"
 
 CAPTURE_CONTENT_ENV: Final = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 INSTRUMENTATION_NAME: Final = "tcc_plugin"
