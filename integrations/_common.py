@@ -18,7 +18,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 from tcc_plugin.adapter import AttributeValue, ErrorInfo, ResponseInfo
 from tcc_plugin.instrument import Thinking, current_thinking
@@ -213,6 +213,8 @@ class PostAdapter:
     # How a response of this path is read (a faster reader where the shape is known).
     reader: Callable[[Any], ResponseInfo] = staticmethod(read_response)
     stream_accumulator: type[StreamAccumulator] = StreamAccumulator
+    # Span attributes read from the response's HTTP headers (attribute -> header name).
+    response_headers: ClassVar[Mapping[str, str]] = {}
 
     def __init__(
         self,
@@ -263,6 +265,21 @@ class PostAdapter:
             return self.reader(data) if data is not None else ResponseInfo(usage=None)
         return self.reader(response)
 
+    def response_attributes(self, response: Any) -> dict[str, AttributeValue]:
+        """The :attr:`response_headers` attributes of a response: a parsed model, a
+        stream or a raw response (whichever holds the HTTP response's headers)."""
+        if not self.response_headers:
+            return {}
+        headers = _headers_of(response)
+        if headers is None:
+            return {}
+        attrs: dict[str, AttributeValue] = {}
+        for name, header in self.response_headers.items():
+            value = headers.get(header)
+            if isinstance(value, str) and value:
+                attrs[name] = value
+        return attrs
+
     def output_messages(self, response: Any) -> Any:
         """The response's output, for opt-in content capture (the lifecycle asks for it
         only when content is captured); ``None`` for a raw response."""
@@ -307,6 +324,19 @@ class PostAdapter:
             elif isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
                 attrs[name] = tuple(value)
         return attrs
+
+
+def _headers_of(response: Any) -> Any:
+    """The HTTP headers behind an SDK return value, or ``None``."""
+    for holder in ("response", "http_response"):  # a stream; a raw response
+        http = getattr(response, holder, None)
+        headers = getattr(http, "headers", None)
+        if headers is not None:
+            return headers
+    request_id = getattr(response, "_request_id", None)  # a parsed model keeps only this
+    if isinstance(request_id, str):
+        return {"request-id": request_id, "x-request-id": request_id}
+    return None
 
 
 def _is_raw_response(response: Any) -> bool:

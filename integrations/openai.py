@@ -368,9 +368,11 @@ def instrument(
     price_book: PriceBook | None = None,
     retry: RetryPolicy | None = None,
     thinking: Thinking | None = None,
+    provider_spans: bool = False,
 ) -> ClientT:
     """Instrument an ``openai.OpenAI`` / ``AsyncOpenAI`` client in place and return it
-    (see :func:`tcc_plugin.instrument`)."""
+    (see :func:`tcc_plugin.instrument`). ``provider_spans`` has nothing to keep: the
+    OpenAI SDK records no spans of its own."""
     if not isinstance(client, (openai.OpenAI, openai.AsyncOpenAI)):
         raise TypeError(
             "expected an openai.OpenAI or openai.AsyncOpenAI client, "

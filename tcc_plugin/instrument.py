@@ -124,6 +124,7 @@ def instrument(
     price_book: PriceBook | None = None,
     retry: RetryPolicy | None = None,
     thinking: Thinking | None = None,
+    provider_spans: bool = False,
 ) -> ClientT:
     """Instrument ``client`` in place and return it.
 
@@ -136,9 +137,18 @@ def instrument(
     retries turned off while ours run. ``thinking`` is the client's default thinking
     budget (tokens or an effort level). Copies made with ``client.with_options(...)``
     are instrumented alike. Calling it again replaces the settings.
+
+    One provider call, one span with usage: a provider SDK's own span of the call
+    (the Anthropic SDK's) is turned off for this client, and ours records what it had
+    (the provider's request id, server address and port, ``error.type``);
+    ``provider_spans=True`` keeps the SDK's span, nested under ours, without usage.
     """
     module = _integration_for(client)
     result: ClientT = module.instrument(
-        client, price_book=price_book, retry=retry, thinking=check_thinking(thinking)
+        client,
+        price_book=price_book,
+        retry=retry,
+        thinking=check_thinking(thinking),
+        provider_spans=provider_spans,
     )
     return result

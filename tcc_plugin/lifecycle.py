@@ -416,6 +416,21 @@ class Call(Generic[RequestT]):
         if self in current:
             _ENCLOSING.set(tuple(c for c in current if c is not self and not c.done))
 
+    def note_response(self, response: Any) -> None:
+        """Record what the provider's HTTP response says beside its body (the request
+        id, ...), through the adapter's optional ``response_attributes(response)``, as
+        soon as the call has it: a stream has its headers long before its usage."""
+        read = getattr(self.adapter, "response_attributes", None)
+        if read is None or self.delegated:
+            return
+        try:
+            attributes = read(response)
+        except Exception:
+            logger.warning("tcc_plugin could not read a response's headers", exc_info=True)
+            return
+        if attributes:
+            recorder.set_attributes(self.span, attributes)
+
     # -- streams ----------------------------------------------------------------------
     def stream_reader(self) -> StreamReader:
         """The reader that accumulates this call's streamed response."""
@@ -607,7 +622,7 @@ def send_with_retries(call: Call[RequestT], send: Callable[[RequestT], ResponseT
     while True:
         try:
             with call.activated():
-                return send(call.request)
+                response = send(call.request)
         except BaseException as exc:
             decision = call.on_error(exc)
             if not decision.retry:
@@ -617,6 +632,9 @@ def send_with_retries(call: Call[RequestT], send: Callable[[RequestT], ResponseT
                 raise final from exc
             _sleep_of(call)(decision.wait)
             call.next_attempt()
+        else:
+            call.note_response(response)
+            return response
 
 
 async def asend_with_retries(
@@ -626,7 +644,7 @@ async def asend_with_retries(
     while True:
         try:
             with call.activated():
-                return await send(call.request)
+                response = await send(call.request)
         except BaseException as exc:
             decision = call.on_error(exc)
             if not decision.retry:
@@ -636,6 +654,9 @@ async def asend_with_retries(
                 raise final from exc
             await _async_sleep_of(call)(decision.wait)
             call.next_attempt()
+        else:
+            call.note_response(response)
+            return response
 
 
 def run(

@@ -185,3 +185,79 @@ def test_best_of_n_over_stacked_calls_counts_provider_calls(
     assert result.value == "4"
     assert b.spent.calls == 4 and b.spent.usd == 4 * O3_COST and b.reserved.is_zero()
     assert len(usage_spans(telemetry)) == 4
+
+
+# -- Anthropic: the SDK's own span is off, ours is the one span with usage ------------------
+CLAUDE = "claude-sonnet-4-5-20250929"
+# 50 uncached in, 2,000 cache read, 300 written for 5 minutes; 700 out, 600 of it thinking.
+CLAUDE_USAGE = {
+    "input_tokens": 50,
+    "cache_creation_input_tokens": 300,
+    "cache_read_input_tokens": 2000,
+    "cache_creation": {"ephemeral_5m_input_tokens": 300, "ephemeral_1h_input_tokens": 0},
+    "output_tokens": 700,
+    "output_tokens_details": {"thinking_tokens": 600},
+    "service_tier": "standard",
+}
+# claude-sonnet-4-5: $3 in, $0.30 cache read, $3.75 5-minute write, $15 out (per million)
+CLAUDE_COST = (
+    Decimal(50) * 3 + Decimal(2000) * Decimal("0.3") + Decimal(300) * Decimal("3.75") + 700 * 15
+) / 10**6
+REQUEST_ID = {"request-id": "req_011CSHoEeqs5C35K2UUqR7Fy"}
+
+
+def _one_claude_span(telemetry: Telemetry) -> None:
+    [span] = telemetry.spans()  # no SDK span beside ours
+    a = attrs(span)
+    assert a["gen_ai.usage.input_tokens"] == 2350 and a["gen_ai.usage.output_tokens"] == 700
+    assert a["gen_ai.usage.reasoning.output_tokens"] == 600
+    assert a["anthropic.request.id"] == REQUEST_ID["request-id"]
+    assert a["tcc.cost.usd"] == pytest.approx(float(CLAUDE_COST))
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_anthropic_sync_one_span_one_charge(
+    anthropic_client: Any, api: MockAPI, telemetry: Telemetry
+) -> None:
+    from .conftest import anthropic_message
+
+    client = instrument(anthropic_client)
+    api.queue(json_response(anthropic_message(CLAUDE_USAGE, model=CLAUDE), headers=REQUEST_ID))
+    with budget(calls=1, usd=1) as b:
+        client.messages.create(model=CLAUDE, max_tokens=1024, messages=QUESTION)
+    assert b.spent.calls == 1 and b.spent.usd == CLAUDE_COST == Decimal("0.012375")
+    _one_claude_span(telemetry)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+async def test_anthropic_async_one_span_one_charge(
+    async_anthropic_client: Any, api: MockAPI, telemetry: Telemetry
+) -> None:
+    from .conftest import anthropic_message
+
+    client = instrument(async_anthropic_client)
+    api.queue(json_response(anthropic_message(CLAUDE_USAGE, model=CLAUDE), headers=REQUEST_ID))
+    async with budget(calls=1, usd=1) as b:
+        await client.messages.create(model=CLAUDE, max_tokens=1024, messages=QUESTION)
+    assert b.spent.calls == 1 and b.spent.usd == CLAUDE_COST
+    _one_claude_span(telemetry)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_anthropic_stream_one_span_one_charge(
+    anthropic_client: Any, api: MockAPI, telemetry: Telemetry
+) -> None:
+    import httpx2
+
+    from .conftest import anthropic_events
+
+    start = {**CLAUDE_USAGE, "output_tokens": 1}
+    events = anthropic_events(start, CLAUDE_USAGE, model=CLAUDE)
+    stream = sse_response(events)
+    api.queue(httpx2.Response(200, headers={**stream.headers, **REQUEST_ID}, content=stream.stream))
+    client = instrument(anthropic_client)
+    request = {"model": CLAUDE, "max_tokens": 1024, "messages": QUESTION}
+    with budget(calls=1, usd=1) as b, client.messages.stream(**request) as s:
+        assert s.get_final_text() == "4"
+    assert b.spent.calls == 1 and b.spent.usd == CLAUDE_COST and b.reserved.is_zero()
+    _one_claude_span(telemetry)
