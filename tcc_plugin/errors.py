@@ -8,6 +8,7 @@ __all__ = [
     "BudgetExceeded",
     "PriceUnknown",
     "ResponseError",
+    "ScoringFailed",
     "TCCError",
     "UsageError",
 ]
@@ -25,6 +26,11 @@ class UsageError(TCCError, ValueError):
 
 class ResponseError(TCCError):
     """A provider response could not be read (malformed, or missing what the call needs)."""
+
+
+class ScoringFailed(TCCError, RuntimeError):
+    """A sampling group's verifier (or vote weight) raised on every candidate, so none
+    could be scored; the first error is the ``__cause__``."""
 
 
 class PriceUnknown(TCCError, LookupError):
