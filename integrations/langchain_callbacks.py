@@ -163,6 +163,7 @@ class LangChainAdapter:
         )
         if max_out is None:
             max_out = _count(meta.get("ls_max_tokens"))
+        assumed = max_out is None
         if max_out is None:
             max_out = self.default_max_output_tokens
         thinking = params.get("thinking")
@@ -178,6 +179,7 @@ class LangChainAdapter:
             provider=provider,
             operation=request.operation,
             max_output_tokens=max_out,
+            max_output_assumed=assumed,
             max_reasoning_tokens=budget_tokens,
             input_estimate=lambda: estimate_input_tokens(
                 messages=views, schemas=params.get("tools")

@@ -218,6 +218,7 @@ class _OpenAIAdapter(PostAdapter):
             provider=self.provider,
             operation=self.operation,
             max_output_tokens=max_output,
+            max_output_assumed=self.cap(request) is None,
             input_estimate=input_estimate,
             choices=choices,
             min_output_tokens=self.min_output,

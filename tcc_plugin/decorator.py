@@ -110,6 +110,7 @@ class FunctionAdapter:
     def describe(self, request: inspect.BoundArguments) -> CallInfo:
         model = self._arg(request, self.model_arg) or self.model
         max_out = self._arg(request, self.max_tokens_arg)
+        assumed = max_out is None
         if max_out is None:
             max_out = self.max_output_tokens
         thinking = self._arg(request, self.reasoning_arg)
@@ -121,6 +122,7 @@ class FunctionAdapter:
             provider=self.provider,
             operation=self.operation,
             max_output_tokens=max_out,
+            max_output_assumed=assumed,
             max_reasoning_tokens=thinking,
             input_tokens=estimate,
             clampable=self.max_tokens_arg is not None,

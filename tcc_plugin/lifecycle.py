@@ -32,7 +32,7 @@ from tcc_plugin.adapter import (
     StreamReader,
 )
 from tcc_plugin.budget import Budget, Charge, Demand, Reservation, active_budgets, reserve
-from tcc_plugin.errors import BudgetExceeded, PriceUnknown
+from tcc_plugin.errors import BudgetExceeded, PriceUnknown, UsageError
 from tcc_plugin.pricing import Price, PriceBook, default_price_book
 from tcc_plugin.retry import (
     RetriesExhausted,
@@ -112,6 +112,7 @@ class Call(Generic[RequestT]):
     __slots__ = (
         "_by_callback",
         "_counts_call",
+        "_invalid_usage",
         "_original",
         "_policy",
         "_policy_start",
@@ -168,6 +169,7 @@ class Call(Generic[RequestT]):
         self.extra_budgets: tuple[Budget, ...] = ()  # beyond the active chain (passed in)
         self._counts_call = True
         self._by_callback = False
+        self._invalid_usage: str | None = None  # why the response's usage was rejected
 
     @classmethod
     def begin(
@@ -457,6 +459,9 @@ class Call(Generic[RequestT]):
             return None
         try:
             return self._reader.result()
+        except UsageError as exc:
+            self._invalid_usage = str(exc)
+            return None
         except Exception:
             logger.warning("tcc_plugin could not read a stream's usage", exc_info=True)
             return None
@@ -468,6 +473,9 @@ class Call(Generic[RequestT]):
             return None  # the provider call made for this one read it
         try:
             info = self.adapter.read_response(response)
+        except UsageError as exc:
+            self._invalid_usage = str(exc)
+            return None
         except Exception:
             logger.warning("tcc_plugin could not read a response's usage", exc_info=True)
             return None
@@ -514,12 +522,22 @@ class Call(Generic[RequestT]):
             cost = self._cost(usage, duration, response.response_model if response else None)
         elif error is None or self._ttfc is not None:
             extra[names.USAGE_MISSING] = True
-            logger.warning(
-                "tcc_plugin: a %s response of model %r carried no usage; charging the "
-                "call's reservation (its worst case)",
-                self.info.provider or "provider",
-                self.info.model,
-            )
+            if self._invalid_usage is not None:
+                extra[names.USAGE_INVALID] = self._invalid_usage
+                logger.warning(
+                    "tcc_plugin: a response of %s model %r has invalid usage (%s); "
+                    "charging the call's reservation (its worst case) instead",
+                    self.info.provider or "provider",
+                    self.info.model,
+                    self._invalid_usage,
+                )
+            else:
+                logger.warning(
+                    "tcc_plugin: a %s response of model %r carried no usage; charging "
+                    "the call's reservation (its worst case)",
+                    self.info.provider or "provider",
+                    self.info.model,
+                )
         extra.update(self._settle(usage, cost, error))
         recorder.record_response(
             self.span,

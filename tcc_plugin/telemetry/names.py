@@ -52,9 +52,12 @@ DURATION_BUCKETS: Final = (
 
 # -- tcc extensions ---------------------------------------------------------------------
 COST_USD: Final = "tcc.cost.usd"
+# The output cap a reservation assumed for a request that set none (the model's maximum).
+REQUEST_ASSUMED_MAX_TOKENS: Final = "tcc.request.assumed_max_tokens"
 COST_UNKNOWN: Final = "tcc.cost.unknown"
 USAGE_CACHE_CREATION_1H_INPUT_TOKENS: Final = "tcc.usage.cache_creation_1h.input_tokens"
 USAGE_MISSING: Final = "tcc.usage.missing"
+USAGE_INVALID: Final = "tcc.usage.invalid"  # why a response's usage was rejected
 STREAM_ABANDONED: Final = "tcc.stream.abandoned"
 BUDGET_NAME: Final = "tcc.budget.name"
 BUDGET_OUTCOME: Final = "tcc.budget.outcome"
