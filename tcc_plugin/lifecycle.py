@@ -317,6 +317,7 @@ class Call(Generic[RequestT]):
         :meth:`final_error`; otherwise the attempt is settled (usage it really consumed
         is charged, nothing else) and the caller waits ``decision.wait`` seconds, then
         calls :meth:`next_attempt`."""
+        self.note_response(error)  # a provider error carries the HTTP response (request id)
         partial = self.stream_result()
         policy = self._policy
         if policy is None:

@@ -446,4 +446,5 @@ def test_a_failed_call_records_the_error_type_and_request_id(
         client.messages.create(model=MODEL, max_tokens=1024, messages=QUESTION)
     span = telemetry.span(f"chat {MODEL}")
     assert attrs(span)["error.type"] == "BadRequestError"
+    assert attrs(span)["anthropic.request.id"] == "req_011CSHoEeqs5C35K2UUqR7Fy"
     assert span.status.status_code is StatusCode.ERROR
