@@ -118,3 +118,36 @@ def test_llm_call_over_handler_over_instrumented_anthropic(
     assert attrs(provider)["gen_ai.usage.cache_creation.input_tokens"] == 200
     delegated = [s for s in telemetry.spans() if attrs(s).get("tcc.budget.outcome") == "delegated"]
     assert len(delegated) == 2  # the decorated function and the LangChain call
+
+
+@pytest.mark.filterwarnings("ignore:Unexpected type for token usage")  # langchain-openai
+def test_one_generate_of_several_message_lists_over_an_instrumented_client(
+    openai_api: MockAPI, telemetry: Telemetry
+) -> None:
+    from langchain_core.messages import HumanMessage
+
+    openai_api.queue(
+        json_response(chat_completion(chat_usage(30, 200))),
+        json_response(chat_completion(chat_usage(40, 100))),
+    )
+    model = instrumented_openai(openai_api)
+    with budget(calls=2) as b:
+        model.generate([[HumanMessage("a")], [HumanMessage("b")]], callbacks=[TCCCallbackHandler()])
+    assert b.spent.calls == 2 and b.spent.total_tokens == 230 + 140 and b.reserved.is_zero()
+    assert len(usage_spans(telemetry)) == 2
+    delegated = [s for s in telemetry.spans() if attrs(s).get("tcc.budget.outcome") == "delegated"]
+    assert len(delegated) == 2  # each LangChain call handed its reservation to one client call
+
+
+@pytest.mark.filterwarnings("ignore:Unexpected type for token usage")  # langchain-openai
+async def test_async_generate_of_several_message_lists_over_an_instrumented_client(
+    openai_api: MockAPI, telemetry: Telemetry
+) -> None:
+    from langchain_core.messages import HumanMessage
+
+    openai_api.queue(*(json_response(chat_completion(chat_usage(30, 200))) for _ in range(3)))
+    model = instrumented_openai(openai_api)
+    async with budget(calls=3) as b:
+        await model.agenerate([[HumanMessage(x)] for x in "abc"], callbacks=[TCCCallbackHandler()])
+    assert b.spent.calls == 3 and b.spent.output_tokens == 600 and b.reserved.is_zero()
+    assert len(usage_spans(telemetry)) == 3
