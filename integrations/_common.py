@@ -20,7 +20,7 @@ import inspect
 from collections.abc import Awaitable, Callable, Generator, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 from tcc_plugin.adapter import (
     INSTRUMENTED_ATTRIBUTE,
@@ -199,6 +199,8 @@ class PostAdapter(Adapter["PostRequest", Any]):
     # How a response of this path is read (a faster reader where the shape is known).
     reader: Callable[[Any], ResponseInfo] = staticmethod(read_response)
     stream_accumulator: type[StreamAccumulator] = StreamAccumulator
+    # Span attributes read from the response's HTTP headers (attribute -> header name).
+    response_headers: ClassVar[Mapping[str, str]] = {}
 
     def __init__(
         self,
@@ -281,6 +283,21 @@ class PostAdapter(Adapter["PostRequest", Any]):
             return self.reader(data) if data is not None else ResponseInfo(usage=None)
         return self.reader(response)
 
+    def response_attributes(self, response: Any) -> dict[str, AttributeValue]:
+        """The :attr:`response_headers` attributes of a response: a parsed model, a
+        stream or a raw response (whichever holds the HTTP response's headers)."""
+        if not self.response_headers:
+            return {}
+        headers = _headers_of(response)
+        if headers is None:
+            return {}
+        attrs: dict[str, AttributeValue] = {}
+        for name, header in self.response_headers.items():
+            value = headers.get(header)
+            if isinstance(value, str) and value:
+                attrs[name] = value
+        return attrs
+
     def output_messages(self, response: Any) -> Any:
         """The response's output, for opt-in content capture (the lifecycle asks for it
         only when content is captured); ``None`` for a raw response."""
@@ -325,6 +342,19 @@ class PostAdapter(Adapter["PostRequest", Any]):
             elif isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
                 attrs[name] = tuple(value)
         return attrs
+
+
+def _headers_of(response: Any) -> Any:
+    """The HTTP headers behind an SDK return value, or ``None``."""
+    for holder in ("response", "http_response"):  # a stream; a raw response
+        http = getattr(response, holder, None)
+        headers = getattr(http, "headers", None)
+        if headers is not None:
+            return headers
+    request_id = getattr(response, "_request_id", None)  # a parsed model keeps only this
+    if isinstance(request_id, str):
+        return {"request-id": request_id, "x-request-id": request_id}
+    return None
 
 
 def _is_raw_response(response: Any) -> bool:

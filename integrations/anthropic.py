@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
-from typing import Any, Final, Literal, TypeVar
+from typing import Any, ClassVar, Final, Literal, TypeVar
 
 try:
     import anthropic
@@ -60,6 +60,7 @@ from ._common import (
     model_dump,
     uninstall,
 )
+from ._sdk_spans import sdk_spans
 
 __all__ = [
     "MIN_THINKING_TOKENS",
@@ -200,6 +201,12 @@ class MessagesAdapter(PostAdapter):
     """``POST /v1/messages`` (``create``, ``stream``, ``parse``; ``beta.messages`` too)."""
 
     path = "/v1/messages"
+    # What the SDK's own span reads from the response headers, under the same names.
+    response_headers: ClassVar[Mapping[str, str]] = {
+        "anthropic.request.id": "request-id",
+        "anthropic.organization.id": "anthropic-organization-id",
+        "anthropic.workspace.id": "anthropic-workspace-id",
+    }
 
     def adjust(self, request: PostRequest, thinking: Thinking | None) -> PostRequest:
         if thinking is None or thinking in (0, "none") or request.get("thinking") is not None:
@@ -302,9 +309,17 @@ def instrument(
     price_book: PriceBook | None = None,
     retry: RetryPolicy | None = None,
     thinking: Thinking | None = None,
+    provider_spans: bool = False,
 ) -> ClientT:
     """Instrument an ``anthropic.Anthropic`` / ``AsyncAnthropic`` client (or a Bedrock,
-    Vertex or Foundry one) in place and return it (see :func:`tcc_plugin.instrument`)."""
+    Vertex or Foundry one) in place and return it (see :func:`tcc_plugin.instrument`).
+
+    One provider call, one span with usage: the SDK's own OpenTelemetry span of each
+    call is turned off for this client (its ``open_telemetry`` option, traces disabled;
+    trace-context propagation is kept as configured), and ours records what it had
+    beside (``anthropic.request.id`` and the organization and workspace ids, server
+    address and port, ``error.type``). With ``provider_spans=True`` the SDK keeps its
+    span, nested under ours, minus its ``gen_ai.usage.*`` attributes."""
     if not (callable(getattr(client, "post", None)) and hasattr(client, "messages")):
         raise TypeError(
             f"expected an anthropic.Anthropic or anthropic.AsyncAnthropic client, "
@@ -319,9 +334,15 @@ def instrument(
         classify=classify_error,
     )
 
+    sdk_spans(client, keep=provider_spans)
+
     def again(copy: Any) -> Any:
         return instrument(
-            copy, price_book=config.price_book, retry=config.retry, thinking=config.thinking
+            copy,
+            price_book=config.price_book,
+            retry=config.retry,
+            thinking=config.thinking,
+            provider_spans=provider_spans,
         )
 
     result: ClientT = install(client, {MessagesAdapter.path: adapter}, config, again)

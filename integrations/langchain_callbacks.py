@@ -164,6 +164,7 @@ class LangChainAdapter(Adapter["LangChainRequest", Any]):
         )
         if max_out is None:
             max_out = _count(meta.get("ls_max_tokens"))
+        assumed = max_out is None
         if max_out is None:
             max_out = self.default_max_output_tokens
         thinking = params.get("thinking")
@@ -183,6 +184,7 @@ class LangChainAdapter(Adapter["LangChainRequest", Any]):
             provider=provider,
             operation=request.operation,
             max_output_tokens=max_out,
+            max_output_assumed=assumed,
             max_reasoning_tokens=budget_tokens,
             input_estimate=lambda: estimate_input_tokens(
                 messages=views, schemas=params.get("tools")
@@ -596,6 +598,9 @@ class TCCCallbackHandler(BaseCallbackHandler):
             return
         run = _Run(id(self), call, scope)
         _RUNS.add(run_id, run, group_key, size)
+        # An instrumented client the model calls through takes this call's charge over
+        # (one provider call, one charge, one span with usage); this one stays a parent.
+        call.enclose()
         for begun in _BEGUN.get():
             begun.add(run_id)
         _watch_task(run, run_id)
@@ -612,9 +617,13 @@ class TCCCallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         run = _RUNS.get(run_id, id(self))
-        if run is None or chunk is None:
+        if run is None:
             return
-        run.call.chunk(getattr(chunk, "message", chunk))
+        # Chunks flow: the model's provider call has begun (and taken the charge over if
+        # it is instrumented); the caller's code between chunks must not take it.
+        run.call.unenclose()
+        if chunk is not None:
+            run.call.chunk(getattr(chunk, "message", chunk))
 
     # -- end ----------------------------------------------------------------------------
     def on_llm_end(
@@ -629,6 +638,7 @@ class TCCCallbackHandler(BaseCallbackHandler):
         run = _RUNS.pop(run_id, id(self))
         if run is None:
             return
+        run.call.unenclose()
         try:
             call = run.call
             info = call.read_response(response)
@@ -652,6 +662,7 @@ class TCCCallbackHandler(BaseCallbackHandler):
         run = _RUNS.pop(run_id, id(self))
         if run is None:
             return
+        run.call.unenclose()
         try:
             if run.group is not None and not _in_task():
                 # The sync generate() of several message lists stops at the first error

@@ -231,6 +231,7 @@ class _OpenAIAdapter(PostAdapter):
             provider=self.provider,
             operation=self.operation,
             max_output_tokens=max_output,
+            max_output_assumed=self.cap(request) is None,
             input_estimate=input_estimate,
             choices=choices,
             min_output_tokens=self.min_output,
@@ -383,6 +384,7 @@ def instrument(
     thinking: Thinking | None = None,
     server: str | None = None,
     gpu_price: GpuPrice | None = None,
+    provider_spans: bool = False,
 ) -> ClientT:
     """Instrument an ``openai.OpenAI`` / ``AsyncOpenAI`` client in place and return it
     (see :func:`tcc_plugin.instrument`).
@@ -390,10 +392,12 @@ def instrument(
     A client whose base URL is not OpenAI's may point at a self-hosted server: with
     ``server="vllm"`` / ``"llama.cpp"`` it is one (checked at the first call: a server
     that is not raises :class:`~tcc_plugin.integrations.server_dialect.DialectError`);
-    without, the dialect is detected once per server at the first call, and a server
-    that is neither is treated as OpenAI's protocol. ``gpu_price`` (USD per hour, or a
-    :class:`tcc_plugin.GpuHourPrice`) prices its calls by GPU time, shared among the
-    calls in flight (see :mod:`.openai_server`)."""
+    without, the dialect is detected once per server at the first call (where the base
+    URL looks self-hosted), and a server that is neither is treated as OpenAI's
+    protocol. ``gpu_price`` (USD per hour, or a :class:`tcc_plugin.GpuHourPrice`)
+    prices its calls by GPU time, shared among the calls in flight (see
+    :mod:`.openai_server`). ``provider_spans`` has nothing to keep: the OpenAI SDK
+    records no spans of its own."""
     if not isinstance(client, (openai.OpenAI, openai.AsyncOpenAI)):
         roots = _sdk_clients_of(client)
         if not roots:

@@ -37,6 +37,10 @@ class CallInfo:
     ``max_output_tokens`` is the per-choice output cap the request sets (its worst
     case); ``None`` when the request sets none and the model's maximum is unknown, in
     which case token and cost caps can only be checked after the call.
+    ``max_output_assumed`` says that the request set no cap and ``max_output_tokens``
+    is what the reservation assumes (the model's maximum, a declared default): spans
+    then record it as ``tcc.request.assumed_max_tokens``, not as the request's
+    ``gen_ai.request.max_tokens``.
     ``max_reasoning_tokens`` is the thinking budget when the request sets one (and an
     adapter can clamp it). ``input_tokens`` is an estimate of the input when known.
     ``input_estimate``, when given instead, computes that estimate on demand: only a
@@ -51,6 +55,7 @@ class CallInfo:
     provider: str | None = None
     operation: str = "chat"
     max_output_tokens: int | None = None
+    max_output_assumed: bool = False
     max_reasoning_tokens: int | None = None
     input_tokens: int | None = None
     choices: int = 1

@@ -484,15 +484,28 @@ def _largest_affordable(
     return max(lo, 0)
 
 
-def reserve(demand: Demand, budgets: tuple[Budget, ...] | None = None) -> Reservation:
+def reserve(
+    demand: Demand,
+    budgets: tuple[Budget, ...] | None = None,
+    *,
+    replacing: Reservation | None = None,
+) -> Reservation:
     """Reserve ``demand``'s worst case in every active budget (or in ``budgets``).
 
     Raises :class:`BudgetExceeded` when it does not fit and no ``clamp`` budget can
     shrink it to a useful size; returns a reservation whose ``clamp`` says the new caps
     when a budget shrank the call.
+
+    ``replacing`` is an unsettled reservation this one takes over, atomically: it is
+    released in the same step (settled to nothing) when the new one is held, and kept
+    whole when the new one is refused. An enclosing call hands its reservation to the
+    provider call it makes this way, so no other call can take the room in between and
+    the two never hold it twice.
     """
     chain = active_budgets() if budgets is None else _unique(budgets)
     if not chain:
+        if replacing is not None:
+            replacing.release()
         return Reservation((), _ZERO, None, "unbudgeted")
     for b in chain:
         b.start()
@@ -501,33 +514,55 @@ def reserve(demand: Demand, budgets: tuple[Budget, ...] | None = None) -> Reserv
             with _LEDGER_LOCK:
                 raise _refuse(b, "deadline", _ZERO)
     with _LEDGER_LOCK:
-        need = demand.charge(demand.max_output_tokens, demand.max_reasoning_tokens)
-        bad = _violations(chain, need, demand)
-        if not bad:
-            return _hold(chain, need, None, "ok")
-        for b, limit in bad:
-            if (
-                b.policy == "raise"
-                or limit == "calls"
-                or not demand.clampable
-                or (limit == "usd" and demand.worst_usd is None)
-            ):
-                raise _refuse(b, limit, need)
-        out, thinking = _largest_output(chain, demand)
-        floor = max(demand.min_output_tokens, *(b.min_output_tokens for b in chain))
-        # A thinking budget the clamp shrank to nothing is refused; one that was zero
-        # to begin with (thinking off) stays zero while the output shrinks.
-        thinking_gone = thinking is not None and thinking < 1 <= (demand.max_reasoning_tokens or 0)
-        if out is None or out < floor or thinking_gone:
-            b, limit = bad[0]
+        handed = replacing if replacing is not None and not replacing._settled else None
+        if handed is not None:
+            _unhold(handed.budgets, handed.charge)
+        try:
+            held = _reserve_locked(chain, demand)
+        except BaseException:
+            if handed is not None:
+                _hold(handed.budgets, handed.charge, None, "")
+            raise
+        if handed is not None:
+            handed._settled = True
+        return held
+
+
+def _reserve_locked(chain: tuple[Budget, ...], demand: Demand) -> Reservation:
+    """Reserve ``demand`` in ``chain`` (the caller holds the ledger lock)."""
+    need = demand.charge(demand.max_output_tokens, demand.max_reasoning_tokens)
+    bad = _violations(chain, need, demand)
+    if not bad:
+        return _hold(chain, need, None, "ok")
+    for b, limit in bad:
+        if (
+            b.policy == "raise"
+            or limit == "calls"
+            or not demand.clampable
+            or (limit == "usd" and demand.worst_usd is None)
+        ):
             raise _refuse(b, limit, need)
-        clamped = replace(demand, max_output_tokens=out, max_reasoning_tokens=thinking)
-        need = clamped.charge(out, thinking)
-        still_bad = _violations(chain, need, clamped)
-        if still_bad:  # a bound the clamp cannot move (e.g. the input alone is too large)
-            b, limit = still_bad[0]
-            raise _refuse(b, limit, need)
-        return _hold(chain, need, Clamp(out, thinking), "clamped")
+    out, thinking = _largest_output(chain, demand)
+    floor = max(demand.min_output_tokens, *(b.min_output_tokens for b in chain))
+    # A thinking budget the clamp shrank to nothing is refused; one that was zero
+    # to begin with (thinking off) stays zero while the output shrinks.
+    thinking_gone = thinking is not None and thinking < 1 <= (demand.max_reasoning_tokens or 0)
+    if out is None or out < floor or thinking_gone:
+        b, limit = bad[0]
+        raise _refuse(b, limit, need)
+    clamped = replace(demand, max_output_tokens=out, max_reasoning_tokens=thinking)
+    need = clamped.charge(out, thinking)
+    still_bad = _violations(chain, need, clamped)
+    if still_bad:  # a bound the clamp cannot move (e.g. the input alone is too large)
+        b, limit = still_bad[0]
+        raise _refuse(b, limit, need)
+    return _hold(chain, need, Clamp(out, thinking), "clamped")
+
+
+def _unhold(chain: tuple[Budget, ...], held: Charge) -> None:
+    for b in chain:
+        b._reserved = b._reserved - held
+        b._in_flight -= 1
 
 
 def _hold(

@@ -110,6 +110,7 @@ class FunctionAdapter(Adapter[inspect.BoundArguments, Any]):
     def describe(self, request: inspect.BoundArguments) -> CallInfo:
         model = self._arg(request, self.model_arg) or self.model
         max_out = self._arg(request, self.max_tokens_arg)
+        assumed = max_out is None
         if max_out is None:
             max_out = self.max_output_tokens
         thinking = self._arg(request, self.reasoning_arg)
@@ -121,6 +122,7 @@ class FunctionAdapter(Adapter[inspect.BoundArguments, Any]):
             provider=self.provider,
             operation=self.operation,
             max_output_tokens=max_out,
+            max_output_assumed=assumed,
             max_reasoning_tokens=thinking,
             input_tokens=estimate,
             clampable=self.max_tokens_arg is not None,
@@ -242,7 +244,9 @@ def llm_call(
             @functools.wraps(func)
             async def agen_wrapper(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
                 call = Call.begin(adapter, adapter.bind(args, kwargs), budgets=chain(), retry=retry)
-                stream_ = AsyncObservedStream[Any](call, send_with_retries(call, send))
+                stream_ = AsyncObservedStream[Any](
+                    call, send_with_retries(call, send), enclose=True
+                )
                 try:
                     async for chunk in stream_:
                         yield chunk
@@ -256,7 +260,7 @@ def llm_call(
             @functools.wraps(func)
             def gen_wrapper(*args: Any, **kwargs: Any) -> Iterator[Any]:
                 call = Call.begin(adapter, adapter.bind(args, kwargs), budgets=chain(), retry=retry)
-                stream_ = ObservedStream[Any](call, send_with_retries(call, send))
+                stream_ = ObservedStream[Any](call, send_with_retries(call, send), enclose=True)
                 try:
                     yield from stream_
                 finally:

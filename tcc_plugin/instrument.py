@@ -160,6 +160,7 @@ def instrument(
     price_book: PriceBook | None = None,
     retry: RetryPolicy | None = None,
     thinking: Thinking | None = None,
+    provider_spans: bool = False,
     **options: Any,
 ) -> ClientT:
     """Instrument ``client`` in place and return it.
@@ -174,6 +175,11 @@ def instrument(
     budget (tokens or an effort level). Copies made with ``client.with_options(...)``
     are instrumented alike. Calling it again replaces the settings.
 
+    One provider call, one span with usage: a provider SDK's own span of the call
+    (the Anthropic SDK's) is turned off for this client, and ours records what it had
+    (the provider's request id, server address and port, ``error.type``);
+    ``provider_spans=True`` keeps the SDK's span, nested under ours, without usage.
+
     ``options`` are the integration's own: an OpenAI client pointed at a self-hosted
     server takes ``server="vllm"`` / ``"llama.cpp"`` (else the dialect is detected at
     the first call) and ``gpu_price`` (USD per GPU-hour, shared among the calls in
@@ -181,6 +187,11 @@ def instrument(
     """
     integration = _integration_for(client)
     result: ClientT = integration(
-        client, price_book=price_book, retry=retry, thinking=check_thinking(thinking), **options
+        client,
+        price_book=price_book,
+        retry=retry,
+        thinking=check_thinking(thinking),
+        provider_spans=provider_spans,
+        **options,
     )
     return result

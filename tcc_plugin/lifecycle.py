@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -31,7 +32,7 @@ from tcc_plugin.adapter import (
     StreamReader,
 )
 from tcc_plugin.budget import Budget, Charge, Demand, Reservation, active_budgets, reserve
-from tcc_plugin.errors import BudgetExceeded, PriceUnknown
+from tcc_plugin.errors import BudgetExceeded, PriceUnknown, UsageError
 from tcc_plugin.pricing import Bill, Price, PriceBook, bill, default_price_book
 from tcc_plugin.retry import (
     RetriesExhausted,
@@ -65,6 +66,37 @@ ChunkT = TypeVar("ChunkT")
 
 _NO_DEMAND = Demand(input_tokens=0)
 
+# The calls whose work is running here, innermost last: a call begun while one of them
+# is open is a provider call made *for* it (an instrumented client inside an
+# ``@llm_call`` function, a LangChain model call, ...). See ``Call.begin``.
+_ENCLOSING: contextvars.ContextVar[tuple[Call[Any], ...]] = contextvars.ContextVar(
+    "tcc_plugin_enclosing_calls", default=()
+)
+
+
+def _open_enclosing() -> tuple[Call[Any], ...]:
+    return tuple(c for c in _ENCLOSING.get() if not c.done)
+
+
+class _Enclosed:
+    """The context of a call's own work: its span current, the call enclosing."""
+
+    __slots__ = ("_call", "_span", "_token")
+
+    def __init__(self, call: Call[Any]) -> None:
+        self._call = call
+        self._span = recorder.activated(call.span)
+        self._token: contextvars.Token[tuple[Call[Any], ...]] | None = None
+
+    def __enter__(self) -> None:
+        self._span.__enter__()
+        self._token = _ENCLOSING.set((*_ENCLOSING.get(), self._call))
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._token is not None:
+            _ENCLOSING.reset(self._token)
+        self._span.__exit__(None, None, None)  # the span records no error on the way out
+
 
 class Call(Generic[RequestT]):
     """One LLM call on its way through the lifecycle.
@@ -78,6 +110,9 @@ class Call(Generic[RequestT]):
     """
 
     __slots__ = (
+        "_by_callback",
+        "_counts_call",
+        "_invalid_usage",
         "_original",
         "_policy",
         "_policy_start",
@@ -90,8 +125,11 @@ class Call(Generic[RequestT]):
         "attempt",
         "budgets",
         "capture",
+        "delegated",
         "done",
+        "extra_budgets",
         "info",
+        "nested_calls",
         "request",
         "reservation",
         "span",
@@ -126,6 +164,12 @@ class Call(Generic[RequestT]):
         self._ttfc: float | None = None
         self._reader: StreamReader | None = None
         self.capture = capture  # whether content may be recorded: decided once per call
+        self.delegated = False  # a provider call made for this one charges and records usage
+        self.nested_calls = 0
+        self.extra_budgets: tuple[Budget, ...] = ()  # beyond the active chain (passed in)
+        self._counts_call = True
+        self._by_callback = False
+        self._invalid_usage: str | None = None  # why the response's usage was rejected
 
     @classmethod
     def begin(
@@ -145,20 +189,56 @@ class Call(Generic[RequestT]):
         off through the adapter, so retry layers never multiply."""
         info = adapter.describe(request)
         book = price_book or default_price_book()
-        chain = active_budgets() if budgets is None else budgets
+        active = active_budgets()
+        chain = active if budgets is None else budgets
+        enclosing = _open_enclosing()
+        outer = next((c for c in enclosing if c._claimable_by(adapter)), None)
+        if enclosing:
+            # Budgets an enclosing call was given beyond the active chain (a handler's
+            # or a generator's ``budget=``) are charged by the provider call it makes.
+            extra = tuple(b for c in enclosing for b in c.extra_budgets)
+            chain = tuple(dict.fromkeys((*chain, *extra)))
         policy = retry if retry is not None else active_retry_policy()
         if policy is not None:
             request = adapter.without_provider_retries(request)
         price = book.lookup(info.model, info.provider)
         capture = recorder.capture_content()
-        span = recorder.start_call_span(info, span_name, capture=capture)
+        parent = outer if outer is not None else (enclosing[-1] if enclosing else None)
+        if parent is not None and parent._by_callback:
+            # A callback's call is not the current span: nest under it explicitly.
+            with recorder.activated(parent.span):
+                span = recorder.start_call_span(info, span_name, capture=capture)
+        else:
+            span = recorder.start_call_span(info, span_name, capture=capture)
         call = cls(adapter, request, info, span, chain, price, book, policy, capture)
+        if budgets is not None:
+            call.extra_budgets = tuple(b for b in chain if b not in active)
+        handed: Reservation | None = None
+        if outer is not None:
+            # One provider call, one charge: the enclosing call hands its reservation
+            # (and its call count) over, and stays a parent span without usage.
+            outer.delegated = True
+            outer.nested_calls += 1
+            call._counts_call = outer.attempt == 1 and outer._counts_call
+            handed = outer.reservation
+        elif enclosing:
+            enclosing[-1].nested_calls += 1
         try:
-            call._reserve()
+            call._reserve(handed)
         except BaseException as exc:
             call._refused(exc)
             raise
         return call
+
+    def _claimable_by(self, adapter: Adapter[Any, Any]) -> bool:
+        """Whether a call of ``adapter`` begun now is a provider call made for this one
+        and takes its reservation over: the first made in each attempt does (later
+        ones reserve for themselves). A callback's calls of one kind are siblings (one
+        ``generate()`` of several message lists), never made for each other."""
+        reservation = self.reservation
+        if self.done or reservation is None or reservation.settled:
+            return False
+        return not (self._by_callback and type(self.adapter) is type(adapter))
 
     # -- reservation ------------------------------------------------------------------
     def _demand(self) -> Demand:
@@ -190,17 +270,18 @@ class Call(Generic[RequestT]):
             choices=choices,
             clampable=info.clampable,
             min_output_tokens=info.min_output_tokens,
-            calls=1 if self.attempt == 1 else 0,  # a retry is the same call
+            # a retry is the same call, and so is a provider call made for a retried one
+            calls=1 if self.attempt == 1 and self._counts_call else 0,
             worst_usd=worst_usd if price is not None else None,
         )
 
-    def _reserve(self) -> None:
+    def _reserve(self, replacing: Reservation | None = None) -> None:
         if not self.budgets:  # nothing to reserve in: skip building the demand
-            self.reservation = reserve(_NO_DEMAND, ())
+            self.reservation = reserve(_NO_DEMAND, (), replacing=replacing)
             return
         if self._price is None and any("usd" in b.limits for b in self.budgets):
             raise PriceUnknown(self.info.model or "<unnamed>", self.info.provider)
-        self.reservation = reserve(self._demand(), self.budgets)
+        self.reservation = reserve(self._demand(), self.budgets, replacing=replacing)
         clamp = self.reservation.clamp
         if clamp is not None:
             try:
@@ -234,6 +315,7 @@ class Call(Generic[RequestT]):
         :meth:`final_error`; otherwise the attempt is settled (usage it really consumed
         is charged, nothing else) and the caller waits ``decision.wait`` seconds, then
         calls :meth:`next_attempt`."""
+        self.note_response(error)  # a provider error carries the HTTP response (request id)
         partial = self.stream_result()
         policy = self._policy
         if policy is None:
@@ -316,8 +398,37 @@ class Call(Generic[RequestT]):
 
     # -- span context -----------------------------------------------------------------
     def activated(self) -> AbstractContextManager[Any]:
-        """A context in which the call's span is the current span (for nesting)."""
-        return recorder.activated(self.span)
+        """A context in which the call's span is the current span and the call encloses
+        what begins there: a provider call made in it takes the call's charge over."""
+        return _Enclosed(self)
+
+    def enclose(self) -> None:
+        """Make this call enclose what begins in the current context from now on, until
+        :meth:`unenclose` (for callbacks, which have no block to run in: a LangChain
+        model call). Calls enclosed together are taken over first begun, first taken."""
+        self._by_callback = True
+        _ENCLOSING.set((*(c for c in _open_enclosing() if c is not self), self))
+
+    def unenclose(self) -> None:
+        """Undo :meth:`enclose` (a no-op where it was not done)."""
+        current = _ENCLOSING.get()
+        if self in current:
+            _ENCLOSING.set(tuple(c for c in current if c is not self and not c.done))
+
+    def note_response(self, response: Any) -> None:
+        """Record what the provider's HTTP response says beside its body (the request
+        id, ...), through the adapter's optional ``response_attributes(response)``, as
+        soon as the call has it: a stream has its headers long before its usage."""
+        read = getattr(self.adapter, "response_attributes", None)
+        if read is None or self.delegated:
+            return
+        try:
+            attributes = read(response)
+        except Exception:
+            logger.warning("tcc_plugin could not read a response's headers", exc_info=True)
+            return
+        if attributes:
+            recorder.set_attributes(self.span, attributes)
 
     # -- streams ----------------------------------------------------------------------
     def stream_reader(self) -> StreamReader:
@@ -328,6 +439,8 @@ class Call(Generic[RequestT]):
 
     def chunk(self, chunk: Any) -> None:
         """Note one streamed chunk (never raises: a chunk we cannot read is skipped)."""
+        if self.delegated:
+            return  # the provider call made for this one reads its usage
         if self._ttfc is None:
             self._ttfc = time.perf_counter() - self._started
             if not self.info.stream:  # e.g. LangChain says only now that it streams
@@ -343,6 +456,9 @@ class Call(Generic[RequestT]):
             return None
         try:
             return self._reader.result()
+        except UsageError as exc:
+            self._invalid_usage = str(exc)
+            return None
         except Exception:
             logger.warning("tcc_plugin could not read a stream's usage", exc_info=True)
             return None
@@ -350,8 +466,13 @@ class Call(Generic[RequestT]):
     # -- ending -----------------------------------------------------------------------
     def read_response(self, response: Any) -> ResponseInfo | None:
         """The adapter's reading of ``response``; ``None`` when it cannot be read."""
+        if self.delegated:
+            return None  # the provider call made for this one read it
         try:
             info = self.adapter.read_response(response)
+        except UsageError as exc:
+            self._invalid_usage = str(exc)
+            return None
         except Exception:
             logger.warning("tcc_plugin could not read a response's usage", exc_info=True)
             return None
@@ -386,6 +507,9 @@ class Call(Generic[RequestT]):
         self.done = True
         if self._policy is not None:
             extra[names.RETRY_ATTEMPTS] = self.attempt
+        if self.delegated:
+            self._finish_delegated(error, extra)
+            return
         duration = time.perf_counter() - self._started
         usage = response.usage if response is not None else None
         cost: Decimal | None = None
@@ -399,12 +523,27 @@ class Call(Generic[RequestT]):
             extra[names.USAGE_MISSING] = True
             extra[names.COST_UNKNOWN] = True
             extra[names.USAGE_ESTIMATED] = True  # charged its reservation, not a count
-            logger.warning(
-                "tcc_plugin: a %s response of model %r carried no usage; charging the "
-                "call's reservation (its worst case)",
-                self.info.provider or "provider",
-                self.info.model,
-            )
+            invalid = self._invalid_usage
+            if invalid is None and response is not None:
+                # the reader rejected it (wrong types, negative counts): say so once
+                found = response.attributes.get(names.USAGE_ERROR)
+                invalid = str(found) if found is not None else None
+            if invalid is not None:
+                extra[names.USAGE_ERROR] = invalid
+                logger.warning(
+                    "tcc_plugin: a response of %s model %r has invalid usage (%s); "
+                    "charging the call's reservation (its worst case) instead",
+                    self.info.provider or "provider",
+                    self.info.model,
+                    invalid,
+                )
+            else:
+                logger.warning(
+                    "tcc_plugin: a %s response of model %r carried no usage; charging "
+                    "the call's reservation (its worst case)",
+                    self.info.provider or "provider",
+                    self.info.model,
+                )
         extra.update(self._settle(usage, charged, error))
         recorder.record_response(
             self.span,
@@ -425,6 +564,18 @@ class Call(Generic[RequestT]):
             error=error,
             time_to_first_chunk=self._ttfc,
         )
+
+    def _finish_delegated(
+        self, error: BaseException | None, extra: dict[str, AttributeValue]
+    ) -> None:
+        """End a call whose provider calls were made (and charged, and recorded with
+        usage) by calls begun for it: a parent span, with no usage, cost or metrics."""
+        if self.reservation is not None:
+            self.reservation.release()  # a retry's reservation no provider call took over
+        extra[names.BUDGET_OUTCOME] = names.OUTCOME_DELEGATED
+        extra[names.NESTED_CALLS] = self.nested_calls
+        recorder.set_attributes(self.span, extra)
+        recorder.end_span(self.span, error)
 
     def _bill(self, usage: Usage, duration: float, response: ResponseInfo | None) -> Bill:
         response_model = response.response_model if response is not None else None
@@ -503,7 +654,7 @@ def send_with_retries(call: Call[RequestT], send: Callable[[RequestT], ResponseT
     while True:
         try:
             with call.activated():
-                return send(call.request)
+                response = send(call.request)
         except BaseException as exc:
             decision = call.on_error(exc)
             if not decision.retry:
@@ -513,6 +664,9 @@ def send_with_retries(call: Call[RequestT], send: Callable[[RequestT], ResponseT
                 raise final from exc
             _sleep_of(call)(decision.wait)
             call.next_attempt()
+        else:
+            call.note_response(response)
+            return response
 
 
 async def asend_with_retries(
@@ -522,7 +676,7 @@ async def asend_with_retries(
     while True:
         try:
             with call.activated():
-                return await send(call.request)
+                response = await send(call.request)
         except BaseException as exc:
             decision = call.on_error(exc)
             if not decision.retry:
@@ -532,6 +686,9 @@ async def asend_with_retries(
                 raise final from exc
             await _async_sleep_of(call)(decision.wait)
             call.next_attempt()
+        else:
+            call.note_response(response)
+            return response
 
 
 def run(
@@ -622,20 +779,27 @@ class _StreamEnd:
 class ObservedStream(Generic[ChunkT]):
     """Iterates a provider stream, feeding each chunk to the call; ends the call when
     the stream finishes, raises, is closed, or is garbage-collected half-read.
-    Other attributes are those of the wrapped stream."""
+    Other attributes are those of the wrapped stream. With ``enclose``, the stream's
+    own code (a decorated generator's body) runs with the call enclosing it, so a
+    provider call it makes takes the call's charge over."""
 
-    def __init__(self, call: Call[Any], stream: Any) -> None:
+    def __init__(self, call: Call[Any], stream: Any, *, enclose: bool = False) -> None:
         self._call = call
         self._end = _StreamEnd(call)
         self._stream = stream
         self._iterator: Iterator[ChunkT] = iter(stream)
+        self._enclose = enclose
 
     def __iter__(self) -> ObservedStream[ChunkT]:
         return self
 
     def __next__(self) -> ChunkT:
         try:
-            chunk = next(self._iterator)
+            if self._enclose:
+                with self._call.activated():
+                    chunk = next(self._iterator)
+            else:
+                chunk = next(self._iterator)
         except StopIteration:
             self._end.finished()
             raise
@@ -671,18 +835,23 @@ class ObservedStream(Generic[ChunkT]):
 class AsyncObservedStream(Generic[ChunkT]):
     """The async twin of :class:`ObservedStream`."""
 
-    def __init__(self, call: Call[Any], stream: Any) -> None:
+    def __init__(self, call: Call[Any], stream: Any, *, enclose: bool = False) -> None:
         self._call = call
         self._end = _StreamEnd(call)
         self._stream = stream
         self._iterator: AsyncIterator[ChunkT] = aiter(stream)
+        self._enclose = enclose
 
     def __aiter__(self) -> AsyncObservedStream[ChunkT]:
         return self
 
     async def __anext__(self) -> ChunkT:
         try:
-            chunk = await anext(self._iterator)
+            if self._enclose:
+                with self._call.activated():
+                    chunk = await anext(self._iterator)
+            else:
+                chunk = await anext(self._iterator)
         except StopAsyncIteration:
             self._end.finished()
             raise

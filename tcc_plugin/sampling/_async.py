@@ -120,7 +120,7 @@ async def run(spec: GroupSpec) -> SamplingResult[Any]:
                 launch.release_unstarted()
         telemetry.end_group_span(span, None, exc)
         raise
-    error = engine.first_error() if result.completed == 0 else None
+    error = engine.outcome_error(result)
     telemetry.end_group_span(span, result, error)
     if error is not None:
         raise error

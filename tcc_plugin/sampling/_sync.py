@@ -111,7 +111,7 @@ def run(spec: GroupSpec) -> SamplingResult[Any]:
         raise
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
-    error = engine.first_error() if result.completed == 0 else None
+    error = engine.outcome_error(result)
     telemetry.end_group_span(span, result, error)
     if error is not None:
         raise error

@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Generic, TypeVar
 
 from tcc_plugin.budget import Budget, Charge, Demand, using
-from tcc_plugin.errors import BudgetExceeded
+from tcc_plugin.errors import BudgetExceeded, ScoringFailed
 from tcc_plugin.sampling.admission import Admission, Slot, has_room, needs_admission
 from tcc_plugin.sampling.extract import Extractor, text_of
 from tcc_plugin.sampling.result import Candidate, SamplingResult, StopReason, Verdict
@@ -430,6 +430,41 @@ class GroupPlan(Generic[T]):
             if self._candidates[index].status in ("failed", "refused") and error is not None:
                 return error
         return self._budget_error
+
+    def outcome_error(self, result: SamplingResult[T]) -> BaseException | None:
+        """What the group raises instead of returning ``result``: the first sample's
+        error when none completed; :class:`ScoringFailed` (chained to the first error)
+        when candidates completed but the verifier (or vote weight) raised on every one.
+        When it raised on some, a warning, once per group (the group span counts them
+        too, ``tcc.sampling.scoring_failed``)."""
+        if result.completed == 0:
+            return self.first_error()
+        failed = [c for c in result.candidates if c.ok and c.error is not None]
+        if not failed:
+            return None
+        first = failed[0]
+        spec = self.spec
+        by_verifier = spec.verifier is not None and first.verdict is None
+        what = f"verifier {spec.verifier!r}" if by_verifier else f"vote weight {spec.vote!r}"
+        if len(failed) < result.completed:
+            logger.warning(
+                "tcc_plugin.sampling: %s: the %s raised on %d of %d candidates (first: %s: %s); "
+                "they were left out",
+                spec.method,
+                what,
+                len(failed),
+                result.completed,
+                type(first.error).__name__,
+                first.error,
+            )
+            return None
+        error = ScoringFailed(
+            f"{spec.method}: the {what} raised on every one of the {len(failed)} completed "
+            f"candidates, so none could be scored (first: {type(first.error).__name__}: "
+            f"{first.error})"
+        )
+        error.__cause__ = first.error
+        return error
 
     def _winner(self) -> Candidate[T] | None:
         completed = [c for c in self._candidates.values() if c.ok]

@@ -134,6 +134,9 @@ def _result_attributes(result: SamplingResult[Any]) -> dict[str, AttributeValue]
     }
     if result.stop_rule is not None:
         attrs[STOP_RULE] = result.stop_rule
+    scoring_failed = sum(1 for c in result.candidates if c.ok and c.error is not None)
+    if scoring_failed:
+        attrs[names.SAMPLING_PREFIX + "scoring_failed"] = scoring_failed
     if result.spent.usd > 0:
         attrs[COST_USD] = float(result.spent.usd)
     if result.votes:

@@ -52,13 +52,15 @@ DURATION_BUCKETS: Final = (
 
 # -- tcc extensions ---------------------------------------------------------------------
 COST_USD: Final = "tcc.cost.usd"
+# The output cap a reservation assumed for a request that set none (the model's maximum).
+REQUEST_ASSUMED_MAX_TOKENS: Final = "tcc.request.assumed_max_tokens"
 COST_UNKNOWN: Final = "tcc.cost.unknown"
 USAGE_CACHE_CREATION_1H_INPUT_TOKENS: Final = "tcc.usage.cache_creation_1h.input_tokens"
 USAGE_MISSING: Final = "tcc.usage.missing"
 USAGE_ESTIMATED: Final = "tcc.usage.estimated"
 USAGE_ESTIMATED_FIELDS: Final = "tcc.usage.estimated_fields"
 USAGE_UNREPORTED: Final = "tcc.usage.unreported"
-USAGE_ERROR: Final = "tcc.usage.error"
+USAGE_ERROR: Final = "tcc.usage.error"  # why a response's usage was rejected
 # An extra billed step of a call (Anthropic usage.iterations): tcc.usage.<kind>.<field>
 USAGE_STEP_PREFIX: Final = "tcc.usage."
 SERVER_TOOL_PREFIX: Final = "tcc.server_tool."
@@ -91,6 +93,10 @@ OUTCOME_OK: Final = "ok"
 OUTCOME_CLAMPED: Final = "clamped"
 OUTCOME_REFUSED: Final = "refused"
 OUTCOME_NONE: Final = "unbudgeted"
+# A call whose provider call(s) were made, charged and recorded by calls begun for it
+# (an instrumented client inside an ``@llm_call`` function, ...): a parent span only.
+OUTCOME_DELEGATED: Final = "delegated"
+NESTED_CALLS: Final = "tcc.call.nested_calls"
 
 CAPTURE_CONTENT_ENV: Final = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 INSTRUMENTATION_NAME: Final = "tcc_plugin"

@@ -149,7 +149,12 @@ def start_call_span(info: CallInfo, name: str | None = None, *, capture: bool) -
     ``capture`` (the call's reading of :func:`capture_content`)."""
     attrs = _base_attributes(info)
     if info.max_output_tokens is not None:
-        attrs[names.REQUEST_MAX_TOKENS] = info.max_output_tokens
+        key = (
+            names.REQUEST_ASSUMED_MAX_TOKENS
+            if info.max_output_assumed
+            else names.REQUEST_MAX_TOKENS
+        )
+        attrs[key] = info.max_output_tokens
     if info.choices != 1:
         attrs[names.REQUEST_CHOICE_COUNT] = info.choices
     if info.stream:

@@ -89,11 +89,8 @@ def test_cache_reads_and_writes_and_thinking_are_exact(
     assert a["tcc.request.thinking"] == "enabled"
     assert a["tcc.cost.usd"] == pytest.approx(0.0126)
     assert a["server.address"] == "api.anthropic.com"
-    # the SDK's own span of the HTTP call nests under ours
-    sdk_spans = [s for s in telemetry.spans() if s.name != span.name]
-    assert sdk_spans and all(
-        s.parent is not None and s.parent.span_id == span.context.span_id for s in sdk_spans
-    )
+    # one provider call, one span: the SDK's own span is off for an instrumented client
+    assert [s.name for s in telemetry.spans()] == [span.name]
 
 
 def test_stream_reads_usage_from_message_start_and_message_delta(
@@ -391,32 +388,63 @@ def test_count_tokens_is_not_a_generation(
     assert not [s for s in telemetry.spans() if s.name.startswith("chat ")]
 
 
-def test_the_sdks_own_span_nests_under_ours_and_can_be_turned_off(
+def test_one_span_with_usage_the_sdks_own_span_only_on_request(
     api: MockAPI, telemetry: Telemetry
 ) -> None:
     import httpx2
 
     def client(**options: Any) -> Any:
-        return instrument(
-            anthropic.Anthropic(
-                api_key="sk-ant-test",
-                http_client=httpx2.Client(transport=httpx2.MockTransport(api.handler)),
-                **options,
-            )
+        return anthropic.Anthropic(
+            api_key="sk-ant-test",
+            http_client=httpx2.Client(transport=httpx2.MockTransport(api.handler)),
+            **options,
         )
 
-    api.queue(json_response(anthropic_message(USAGE)))
-    client().messages.create(model=MODEL, max_tokens=1024, messages=QUESTION)
+    headers = {"request-id": "req_011CSHoEeqs5C35K2UUqR7Fy"}
+    api.queue(json_response(anthropic_message(USAGE), headers=headers))
+    instrument(client()).messages.create(model=MODEL, max_tokens=1024, messages=QUESTION)
+    ours = telemetry.span(f"chat {MODEL}")  # the only span: the SDK's is off
+    assert attrs(ours)["anthropic.request.id"] == "req_011CSHoEeqs5C35K2UUqR7Fy"
+    assert attrs(ours)["gen_ai.response.id"] == "msg_01XFDUDYJgAACzvnptvVoYEL"
+    assert attrs(ours)["server.address"] == "api.anthropic.com"
+    assert attrs(ours)["server.port"] == 443
+    assert attrs(ours)["gen_ai.usage.input_tokens"] == 50 + 2000 + 300
+
+    # The opt-out keeps the SDK's span, nested under ours, with usage on ours only.
+    SPANS.clear()
+    api.queue(json_response(anthropic_message(USAGE), headers=headers))
+    kept = instrument(client(), provider_spans=True)
+    kept.messages.create(model=MODEL, max_tokens=1024, messages=QUESTION)
     ours = telemetry.span(f"chat {MODEL}")
     (sdk,) = [s for s in telemetry.spans() if s.instrumentation_scope.name != "tcc_plugin"]
     assert sdk.parent is not None and sdk.parent.span_id == ours.context.span_id
-    # The SDK repeats the call's usage (docs/integrations.md warns that a backend summing
-    # usage over every span counts it twice).
-    for key in ("input_tokens", "output_tokens", "reasoning.output_tokens"):
-        assert attrs(sdk)[f"gen_ai.usage.{key}"] == attrs(ours)[f"gen_ai.usage.{key}"]
-    assert attrs(ours)["gen_ai.usage.input_tokens"] == 50 + 2000 + 300
+    assert attrs(sdk)["anthropic.request.id"] == "req_011CSHoEeqs5C35K2UUqR7Fy"
+    assert not [k for k in attrs(sdk) if k.startswith("gen_ai.usage.")]
+    assert attrs(ours)["gen_ai.usage.output_tokens"] == 700
 
+    # A copy made with with_options() keeps the choice.
     SPANS.clear()
     api.queue(json_response(anthropic_message(USAGE)))
-    client(open_telemetry=False).messages.create(model=MODEL, max_tokens=1024, messages=QUESTION)
+    instrument(client()).with_options(timeout=5).messages.create(
+        model=MODEL, max_tokens=1024, messages=QUESTION
+    )
     assert [s.instrumentation_scope.name for s in telemetry.spans()] == ["tcc_plugin"]
+
+
+def test_a_failed_call_records_the_error_type_and_request_id(
+    anthropic_client: Any, api: MockAPI, telemetry: Telemetry
+) -> None:
+    client = instrument(anthropic_client)
+    api.queue(
+        json_response(
+            anthropic_error("invalid_request_error", "max_tokens: too large"),
+            status=400,
+            headers={"request-id": "req_011CSHoEeqs5C35K2UUqR7Fy"},
+        )
+    )
+    with pytest.raises(anthropic.BadRequestError):
+        client.messages.create(model=MODEL, max_tokens=1024, messages=QUESTION)
+    span = telemetry.span(f"chat {MODEL}")
+    assert attrs(span)["error.type"] == "BadRequestError"
+    assert attrs(span)["anthropic.request.id"] == "req_011CSHoEeqs5C35K2UUqR7Fy"
+    assert span.status.status_code is StatusCode.ERROR

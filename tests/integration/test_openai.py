@@ -228,7 +228,9 @@ def test_worst_case_without_a_cap_is_the_models_maximum_output(
     with budget(output_tokens=200_000) as b:
         client.chat.completions.create(model="gpt-5", messages=QUESTION)
     assert attrs(telemetry.span("chat gpt-5"))["tcc.budget.reserved.output_tokens"] == 128_000
-    assert attrs(telemetry.span("chat gpt-5"))["gen_ai.request.max_tokens"] == 128_000
+    # the request set no cap: the assumed maximum is ours, not the request's
+    assert attrs(telemetry.span("chat gpt-5"))["tcc.request.assumed_max_tokens"] == 128_000
+    assert "gen_ai.request.max_tokens" not in attrs(telemetry.span("chat gpt-5"))
     assert b.spent.output_tokens == 5
     # in "raise" mode, a budget smaller than that maximum refuses the uncapped call
     with budget(output_tokens=100_000), pytest.raises(BudgetExceeded) as refused:
@@ -534,7 +536,9 @@ def test_responses_without_a_cap_reserve_the_models_maximum(
     with budget(output_tokens=300, policy="clamp"):
         client.responses.create(model="gpt-5", input="hi")
     assert api.body()["max_output_tokens"] == 300
-    assert attrs(telemetry.span("chat gpt-5"))["gen_ai.request.max_tokens"] == 128_000
+    # the request set no cap: the assumed maximum is ours, not the request's
+    assert attrs(telemetry.span("chat gpt-5"))["tcc.request.assumed_max_tokens"] == 128_000
+    assert "gen_ai.request.max_tokens" not in attrs(telemetry.span("chat gpt-5"))
 
 
 # -- legacy completions ------------------------------------------------------------------

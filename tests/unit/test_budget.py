@@ -253,9 +253,7 @@ def test_deadline_with_an_injected_clock() -> None:
         0.0,
         "fast",
     )
-    assert (
-        str(e) == "budget 'fast': deadline of 10s reached (10.000s elapsed, call needs 0.000s more)"
-    )
+    assert str(e) == "budget 'fast': deadline of 10 s reached (10 s elapsed)"
     # Entering again does not restart the clock.
     with b:
         refused(demand(0, 1))
@@ -493,12 +491,19 @@ def test_budget_exceeded_attributes_and_message() -> None:
         "agent",
     )
     assert str(e) == (
-        "budget 'agent': total_tokens limit 1000 exceeded: spent 300, "
-        "reserved in flight 500, this call needs 250"
+        "budget 'agent': total_tokens limit 1,000 exceeded: earlier calls used it up "
+        "(spent 300 and 500 reserved by calls in flight); this call needs 250"
     )
+    assert e.reason == "used_up"
     held.release()
     unnamed = refused(demand(0, 2), (Budget(calls=0),))
     assert str(unnamed).startswith("budget: calls limit 0 exceeded")
+    too_large = refused(demand(100, 2000), (Budget(total_tokens=1000),))
+    assert too_large.reason == "call_too_large"
+    assert str(too_large) == (
+        "budget: total_tokens limit 1,000 exceeded: this call alone needs 2,100, "
+        "more than the whole limit"
+    )
     copy = pickle.loads(pickle.dumps(e))
     assert (copy.limit, copy.spent, copy.reserved, copy.needed, str(copy)) == (
         e.limit,
@@ -513,7 +518,34 @@ def test_budget_exceeded_usd_amounts_are_decimals() -> None:
     b = Budget(usd="0.0001")
     e = refused(demand(100, 100, usd=True), (b,))
     assert e.needed == Decimal("0.001") and isinstance(e.spent, Decimal)
-    assert "usd limit 0.0001 exceeded" in str(e)
+    assert str(e) == (
+        "budget: usd limit $0.0001 exceeded: this call alone needs $0.001, more than the "
+        "whole limit"
+    )
+
+
+def test_budget_exceeded_rounds_amounts_and_durations_for_people() -> None:
+    from tcc_plugin.errors import BudgetExceeded, format_seconds, format_usd
+
+    assert format_usd(Decimal("0.0036999999999999999999999999")) == "$0.0037"
+    assert format_usd(Decimal("0E-7")) == "$0" and format_usd(12.5) == "$12.50"
+    assert format_usd(Decimal("0.05")) == "$0.05"
+    assert format_seconds(0.2034) == "0.2 s" and format_seconds(0.035) == "35 ms"
+    assert format_seconds(120.4) == "120 s"
+    e = BudgetExceeded(
+        "usd",
+        limit_value=Decimal("0.01"),
+        spent=Decimal("0.0099999999999999999999999999"),
+        reserved=Decimal("0E-7"),
+        needed=Decimal("0.0037123"),
+    )
+    assert str(e) == (
+        "budget: usd limit $0.01 exceeded: earlier calls used it up (spent $0.01); "
+        "this call needs $0.0037"
+    )
+    late = BudgetExceeded("deadline", limit_value=120.0, spent=120.2341, needed=0.0)
+    assert str(late) == "budget: deadline of 120 s reached (120 s elapsed)"
+    assert late.reason == "deadline"
 
 
 # -- unknown worst case --------------------------------------------------------------------

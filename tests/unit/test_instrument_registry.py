@@ -30,7 +30,12 @@ def test_a_registered_integration_receives_its_clients() -> None:
     acme_client = type("Client", (), {"__module__": "acme_llm.client"})()
     register_integration("acme_llm", instrument_acme)
     assert instrument(acme_client, thinking="low") is acme_client
-    assert seen == [(acme_client, {"price_book": None, "retry": None, "thinking": "low"})]
+    assert seen == [
+        (
+            acme_client,
+            {"price_book": None, "retry": None, "thinking": "low", "provider_spans": False},
+        )
+    ]
 
 
 def test_an_unknown_client_is_refused_with_the_supported_ones() -> None:

@@ -1,7 +1,16 @@
 """From span records (the JSON-lines file format) to calls and sampling groups.
 
-A *call* is a span with ``gen_ai.operation.name`` that has no such span below it: a
-wrapper span around LLM calls (a LangChain run, a forcing run) is not counted again.
+A *call* is one provider call, whatever the layers that saw it. A span with
+``gen_ai.operation.name`` is one, unless
+
+- it is *delegated* (``tcc.budget.outcome="delegated"``): an ``@llm_call`` function or a
+  LangChain call whose provider call was made, charged and recorded by a call below it;
+- it is ours and another of our GenAI spans that is not delegated lies below it (a
+  wrapper around LLM calls, or a trace written before delegation existed);
+- it is another instrumentation's span below one of our calls (the Anthropic SDK's own
+  span of the same HTTP call): the call is counted once, from our span, which has the
+  price, the cache writes and the budget outcome.
+
 A *sampling group* is a span with ``tcc.sampling.*`` attributes; its calls are the call
 spans below it.
 """
@@ -186,7 +195,8 @@ def _is_sampling(attrs: Mapping[str, Any]) -> bool:
 
 
 def classify(records: Iterable[Mapping[str, Any]]) -> Spans:
-    """Split span records into calls (innermost GenAI spans) and sampling groups."""
+    """Split span records into provider calls (see the module docstring) and sampling
+    groups."""
     spans: dict[_SPAN_KEY, Mapping[str, Any]] = {}
     parents: dict[_SPAN_KEY, _SPAN_KEY] = {}
     for record in records:
@@ -203,6 +213,18 @@ def classify(records: Iterable[Mapping[str, Any]]) -> Spans:
         attrs = spans[key].get("attributes") or {}
         return names.OPERATION_NAME in attrs
 
+    def is_ours(key: _SPAN_KEY) -> bool:
+        record = spans[key]
+        scope = record.get("scope")
+        if isinstance(scope, Mapping) and isinstance(scope.get("name"), str):
+            return bool(scope["name"] == names.INSTRUMENTATION_NAME)
+        attrs = record.get("attributes") or {}  # a record without its scope
+        return any(str(k).startswith("tcc.") for k in attrs)
+
+    def delegated(key: _SPAN_KEY) -> bool:
+        attrs = spans[key].get("attributes") or {}
+        return attrs.get(names.BUDGET_OUTCOME) == names.OUTCOME_DELEGATED
+
     def ancestors(key: _SPAN_KEY) -> Iterable[_SPAN_KEY]:
         seen = {key}
         while key in parents:
@@ -212,12 +234,21 @@ def classify(records: Iterable[Mapping[str, Any]]) -> Spans:
             seen.add(key)
             yield key
 
-    has_genai_below: set[_SPAN_KEY] = set()
-    for key in spans:
-        if is_genai(key):
-            has_genai_below.update(ancestors(key))
-
-    call_keys = [k for k in spans if is_genai(k) and k not in has_genai_below]
+    genai = {k for k in spans if is_genai(k)}
+    ours = {k for k in genai if is_ours(k)}
+    provider_calls = {k for k in ours if not delegated(k)}
+    has_call_below: set[_SPAN_KEY] = set()
+    for key in provider_calls:
+        has_call_below.update(ancestors(key))
+    counted = {k for k in provider_calls if k not in has_call_below}
+    # Another instrumentation's GenAI span counts only where none of ours saw the call
+    # (not below one of our spans, nor around one of our calls), innermost only.
+    foreign = {k for k in genai - ours if not any(a in ours for a in ancestors(k))}
+    foreign_parents: set[_SPAN_KEY] = set()
+    for key in foreign:
+        foreign_parents.update(ancestors(key))
+    counted |= {k for k in foreign if k not in foreign_parents and k not in has_call_below}
+    call_keys = [k for k in spans if k in counted]
     calls = {key: _call(spans[key]) for key in call_keys}
 
     group_keys = [
