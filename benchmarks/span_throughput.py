@@ -11,6 +11,8 @@ and cached tokens, is called at a paced rate (1,000 and 5,000 calls/s) and flat 
   collector acknowledged, ``TelemetryHandle.span_delivery()``);
 * ``otlp-dead``: OTLP/HTTP to a loopback port nobody listens on (spans written = 0;
   what matters is the added time, and that every lost span is counted as dropped);
+* ``jsonl-sdk``: the same file exporter behind the OpenTelemetry SDK's stock
+  ``BatchSpanProcessor`` (the peer baseline);
 * ``baseline``: the same calls with spans recorded but not exported (a no-op processor);
   the added time of every other variant is against it, measured in the same round.
 
@@ -20,7 +22,12 @@ elsewhere on the machine falls on all alike. Printed: medians over rounds, with 
 spread (min-max) of the added time. A paced rate the process cannot reach is reported
 with the rate it reached.
 
+``--driver tracer`` makes the same span (the same 16 attributes) with the tracer directly
+instead of through the client, so that 5,000 calls/s is reachable on a loaded machine and
+only the span pipeline is measured.
+
     python benchmarks/span_throughput.py [--seconds 3] [--rounds 3] [--rates 1000,5000,max]
+                                         [--driver client|tracer] [--variants ...]
 
 Needs: openai, httpx2, the otlp extra; for ``otlp-live`` the rotel collector from
 ``scripts/phoenix.sh`` (skipped with a note when it is not installed).
@@ -52,12 +59,18 @@ WORKER = textwrap.dedent(
     import tcc_plugin
 
     variant, endpoint, path = sys.argv[1], sys.argv[2], sys.argv[3]
-    rate, seconds = float(sys.argv[4]), float(sys.argv[5])
+    rate, seconds, driver = float(sys.argv[4]), float(sys.argv[5]), sys.argv[6]
     if variant == "baseline":
         from opentelemetry.sdk.trace import SpanProcessor
         handle = tcc_plugin.configure("none", span_processor=SpanProcessor(), metrics=False)
     elif variant == "jsonl":
         handle = tcc_plugin.configure("jsonl", path=path, metrics=False)
+    elif variant == "jsonl-sdk":  # the SDK's own BatchSpanProcessor, same exporter
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+        from tcc_plugin.exporters import JsonLinesSpanExporter
+        handle = tcc_plugin.configure(
+            "none", span_processor=BatchSpanProcessor(JsonLinesSpanExporter(path)),
+            metrics=False)
     else:
         handle = tcc_plugin.configure("otlp-http", endpoint=endpoint, metrics=False, timeout=10)
     BODY = {
@@ -84,6 +97,24 @@ WORKER = textwrap.dedent(
 
     def call():
         client.chat.completions.create(model="o3", messages=messages, max_completion_tokens=2000)
+
+    if driver == "tracer":  # the same span, without the client: only the pipeline is timed
+        from opentelemetry import trace
+        tracer = trace.get_tracer("tcc_plugin")
+        START = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai",
+                 "gen_ai.request.model": "o3", "server.address": "api.openai.com",
+                 "server.port": 443, "gen_ai.request.max_tokens": 2000}
+        END = {"gen_ai.response.model": "o3-2025-04-16", "gen_ai.response.id": "chatcmpl-bench",
+               "gen_ai.response.finish_reasons": ("stop",), "gen_ai.usage.input_tokens": 1200,
+               "gen_ai.usage.output_tokens": 900, "gen_ai.usage.reasoning.output_tokens": 768,
+               "gen_ai.usage.cache_read.input_tokens": 1024,
+               "gen_ai.usage.cache_creation.input_tokens": 0, "tcc.cost.usd": 0.008064,
+               "tcc.budget.outcome": "unbudgeted"}
+
+        def call():
+            span = tracer.start_span("chat o3", kind=trace.SpanKind.CLIENT, attributes=START)
+            span.set_attributes(END)
+            span.end()
 
     for _ in range(200):
         call()
@@ -115,7 +146,7 @@ WORKER = textwrap.dedent(
     delivery = {name: {"exported": s.exported, "dropped": s.dropped, "queue_full": s.queue_full,
                        "export_failed": s.export_failed, "shutdown": s.shutdown}
                 for name, s in handle.span_delivery().items()}
-    if variant == "jsonl":
+    if variant.startswith("jsonl"):
         with open(path, "rb") as f:
             written = sum(1 for _ in f)
     else:
@@ -172,11 +203,16 @@ def _start_rotel(binary: Path, workdir: Path) -> tuple[subprocess.Popen[bytes], 
     raise RuntimeError("rotel-agent did not start")
 
 
-def _run(variant: str, endpoint: str, rate: float, seconds: float, tmp: Path) -> dict[str, Any]:
+def _run(
+    variant: str, endpoint: str, rate: float, seconds: float, driver: str, tmp: Path
+) -> dict[str, Any]:
     path = tmp / f"{variant}-{rate}-{time.monotonic_ns()}.jsonl"
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     proc = subprocess.run(
-        [sys.executable, "-c", WORKER, variant, endpoint, str(path), str(rate), str(seconds)],
+        [
+            *(sys.executable, "-c", WORKER, variant, endpoint, str(path)),
+            *(str(rate), str(seconds), driver),
+        ],
         cwd=tmp,
         env=env,
         capture_output=True,
@@ -196,7 +232,14 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--rates", default="1000,5000,max")
-    parser.add_argument("--variants", default="jsonl,otlp-live,otlp-dead")
+    parser.add_argument("--variants", default="jsonl,jsonl-sdk,otlp-live,otlp-dead")
+    parser.add_argument(
+        "--driver",
+        choices=("client", "tracer"),
+        default="client",
+        help="client: instrumented OpenAI calls; tracer: the same span made directly, so"
+        " that the rate is reachable on a loaded machine and only the pipeline is timed",
+    )
     parser.add_argument("--json", action="store_true", help="print the raw results too")
     args = parser.parse_args()
     rates = [0.0 if r == "max" else float(r) for r in args.rates.split(",")]
@@ -204,7 +247,12 @@ def main() -> None:
 
     with ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        endpoints = {"baseline": "", "jsonl": "", "otlp-dead": f"http://127.0.0.1:{_free_port()}"}
+        endpoints = {
+            "baseline": "",
+            "jsonl": "",
+            "jsonl-sdk": "",
+            "otlp-dead": f"http://127.0.0.1:{_free_port()}",
+        }
         if "otlp-live" in variants:
             binary = _rotel_binary()
             if binary is None:
@@ -220,12 +268,15 @@ def main() -> None:
         for _ in range(args.rounds):
             for rate in rates:
                 for variant in variants:
-                    result = _run(variant, endpoints[variant], rate, args.seconds, tmp)
+                    result = _run(variant, endpoints[variant], rate, args.seconds, args.driver, tmp)
                     results.setdefault((variant, rate), []).append(result)
 
     if args.json:
         print(json.dumps({f"{v}@{r}": rs for (v, r), rs in results.items()}, indent=1))
-    print(f"{args.rounds} round(s) of {args.seconds:g} s per (variant, rate); medians, spread")
+    print(
+        f"driver {args.driver}; {args.rounds} round(s) of {args.seconds:g} s per (variant, rate);"
+        " medians, spread; written/produced: the worst round"
+    )
     header = (
         f"{'variant':<10} {'target/s':>8} {'reached/s':>9} {'written/produced':>22}"
         f" {'dropped':>8} {'µs/call':>8} {'added µs (min..max)':>22} {'shutdown s':>10}"

@@ -53,6 +53,11 @@ SHUTDOWN_TIMEOUT_S: Final = 5.0
 _DEFAULT_MAX_QUEUE = 2048
 _DEFAULT_MAX_BATCH = 512
 _DEFAULT_DELAY_MS = 5000
+#: An export running longer than this means a slow or hung backend: callers stop
+#: giving the worker time to catch up (that would make a dead collector cost them).
+_STUCK_AFTER_S = 1.0
+#: How long a caller lets the worker run when the queue is three quarters full.
+_YIELD_S = 0.0005
 
 _REASON_FAILED = "export_failed"
 _REASON_QUEUE_FULL = "queue_full"
@@ -138,11 +143,21 @@ class CountingSpanExporter(SpanExporter):
         self._shut_down = False
         self._last_failed = False
         self._warned = False
+        self._export_started: float | None = None
 
     @property
     def failing(self) -> bool:
         """Whether the last export failed."""
         return self._last_failed
+
+    @property
+    def healthy(self) -> bool:
+        """The last export succeeded and the running one (if any) is not stuck: the
+        backend is there, so waiting for it is worth a caller's while."""
+        started = self._export_started
+        return not self._last_failed and (
+            started is None or time.monotonic() - started < _STUCK_AFTER_S
+        )
 
     def abandon(self) -> None:
         """Fail every later export at once, and interrupt the running one's retries."""
@@ -163,6 +178,7 @@ class CountingSpanExporter(SpanExporter):
             # Shutting down with the backend gone: drop the backlog now, don't retry it.
             counts.drop(_REASON_SHUTDOWN, count)
             return SpanExportResult.FAILURE
+        self._export_started = time.monotonic()
         try:
             result = self.inner.export(spans)
         except Exception:
@@ -189,6 +205,7 @@ class CountingSpanExporter(SpanExporter):
         elif self._last_failed:
             _LOG.info("the %s span exporter delivers again", counts.exporter)
         self._last_failed = not ok
+        self._export_started = None
         return result
 
     def _shutdown_inner(self) -> None:
@@ -235,12 +252,14 @@ class GuardedBatchProcessor(SpanProcessor):
     standard ``OTEL_BSP_*`` variables (``MAX_QUEUE_SIZE``, ``MAX_EXPORT_BATCH_SIZE``,
     ``SCHEDULE_DELAY``). A worker thread exports a batch as soon as one is full.
 
-    ``caller_exports``: for an exporter whose export is local and bounded (a file), a
-    caller that finds the worker a batch or more behind writes one batch itself, and one
-    that finds the queue full waits for the exporter (up to a second) instead of dropping
-    the span. The record then holds under a load that starves the worker of CPU time,
-    at the price of an occasional call paying for one batch. Never set it for a network
-    exporter: a collector that is down must cost calls nothing.
+    A caller that finds the worker a batch behind helps it. With ``caller_exports``
+    (for an exporter whose export is local and bounded: a file) it writes one batch
+    itself, and when the queue is full waits for the exporter (up to a second) rather
+    than drop the span: the record holds under a load that starves the worker of CPU
+    time, at the price of an occasional call paying for one batch. Otherwise (a network
+    exporter) it only yields the interpreter to the worker, and only while the backend
+    answers (the last export succeeded, the running one is younger than a second): a
+    collector that is down or hung costs calls nothing.
     """
 
     def __init__(
@@ -264,6 +283,7 @@ class GuardedBatchProcessor(SpanProcessor):
         # The caller helps once the worker is this far behind: it had a batch to take
         # and did not get to it.
         self._help_at = min(2 * self._batch, self._max_queue)
+        self._press_at = max(self._max_queue * 3 // 4, self._help_at)
         self._counts = _Counts(name)
         self.exporter = CountingSpanExporter(exporter, name, self._counts)
         self._queue: deque[ReadableSpan] = deque()
@@ -294,10 +314,8 @@ class GuardedBatchProcessor(SpanProcessor):
         if context is None or not context.trace_flags.sampled or self._closed:
             return
         queue = self._queue
-        if self._caller_exports and len(queue) >= self._help_at:
-            # The worker is behind (starved of CPU, or slow): write a batch here, and
-            # when the queue is full wait for the exporter rather than lose the span.
-            self._export_batch(timeout=1.0 if len(queue) >= self._max_queue else 0.0)
+        if len(queue) >= self._help_at:
+            self._help(len(queue))
         counts = self._counts
         with counts.lock:
             full = len(queue) >= self._max_queue
@@ -320,6 +338,18 @@ class GuardedBatchProcessor(SpanProcessor):
                     self._max_queue,
                     METRIC_DROPPED_SPANS,
                 )
+
+    def _help(self, queued: int) -> None:
+        """The worker is behind: starved of CPU by the callers, or the backend is slow."""
+        if self._caller_exports:
+            # A local exporter: write a batch here, and when the queue is full wait for
+            # the exporter rather than lose the span.
+            self._export_batch(timeout=1.0 if queued >= self._max_queue else 0.0)
+        elif self.exporter.healthy:
+            # A network exporter must never hold a caller up on the backend, but a
+            # healthy one falls behind only for want of CPU time (the GIL): hand the
+            # worker the interpreter, briefly when the queue is close to full.
+            time.sleep(_YIELD_S if queued >= self._press_at else 0)
 
     def _take(self) -> list[ReadableSpan]:
         counts = self._counts
