@@ -317,27 +317,33 @@ class GuardedBatchProcessor(SpanProcessor):
         if len(queue) >= self._help_at:
             self._help(len(queue))
         counts = self._counts
+        while True:
+            with counts.lock:
+                full = len(queue) >= self._max_queue
+                if not full:
+                    counts.accepted += 1
+                    queue.append(span)
+                    if len(queue) >= self._batch:
+                        self._wake.set()
+                    return
+            # Full. A local exporter makes room (other callers may fill it again
+            # before this one gets the lock back: hence the loop); otherwise, or if the
+            # exporter stays busy for a second, the span is dropped.
+            if not (self._caller_exports and self._export_batch(timeout=1.0)):
+                break
         with counts.lock:
-            full = len(queue) >= self._max_queue
-            if full:
-                counts.queue_full += 1
-            else:
-                counts.accepted += 1
-                queue.append(span)
-                if len(queue) >= self._batch:
-                    self._wake.set()
-        if full:
-            counts.drop(_REASON_QUEUE_FULL, 1)
-            if not self._warned_full:
-                self._warned_full = True
-                _LOG.warning(
-                    "the %s span exporter fell %d spans behind: new spans are dropped and "
-                    "counted (TelemetryHandle.dropped_spans, %s); OTEL_BSP_MAX_QUEUE_SIZE "
-                    "sets the bound",
-                    counts.exporter,
-                    self._max_queue,
-                    METRIC_DROPPED_SPANS,
-                )
+            counts.queue_full += 1
+        counts.drop(_REASON_QUEUE_FULL, 1)
+        if not self._warned_full:
+            self._warned_full = True
+            _LOG.warning(
+                "the %s span exporter fell %d spans behind: new spans are dropped and "
+                "counted (TelemetryHandle.dropped_spans, %s); OTEL_BSP_MAX_QUEUE_SIZE "
+                "sets the bound",
+                counts.exporter,
+                self._max_queue,
+                METRIC_DROPPED_SPANS,
+            )
 
     def _help(self, queued: int) -> None:
         """The worker is behind: starved of CPU by the callers, or the backend is slow."""
