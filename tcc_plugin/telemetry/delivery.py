@@ -24,6 +24,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -291,10 +292,29 @@ class GuardedBatchProcessor(SpanProcessor):
         self._wake = threading.Event()
         self._closed = False
         self._warned_full = False
-        self._worker = threading.Thread(
-            target=self._work, name=f"tcc-span-export-{name}", daemon=True
+        self._worker = self._start_worker()
+        if hasattr(os, "register_at_fork"):
+            # A forked child has no worker thread: start its own (as the SDK does), and
+            # leave the parent's queue to the parent.
+            reinit = weakref.WeakMethod(self._at_fork_reinit)
+            os.register_at_fork(after_in_child=lambda: (method := reinit()) and method())
+
+    def _start_worker(self) -> threading.Thread:
+        worker = threading.Thread(
+            target=self._work, name=f"tcc-span-export-{self.name}", daemon=True
         )
-        self._worker.start()
+        worker.start()
+        return worker
+
+    def _at_fork_reinit(self) -> None:
+        self._counts.lock = threading.Lock()
+        self._export_lock = threading.Lock()
+        self._wake = threading.Event()
+        with self._counts.lock:
+            self._counts.handed += len(self._queue)
+            self._queue.clear()
+        if not self._closed:
+            self._worker = self._start_worker()
 
     @property
     def name(self) -> str:

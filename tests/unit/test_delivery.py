@@ -7,6 +7,7 @@ with exporters that fail, raise or hang on purpose.
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -277,3 +278,24 @@ def test_a_network_exporter_that_is_down_is_not_waited_for(provider: TracerProvi
     processor.force_flush()
     stats = processor.stats
     assert (stats.exported, stats.dropped, stats.queued) == (0, 108, 0)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_delivers_its_own_spans(tmp_path: Path) -> None:
+    path = tmp_path / "spans.jsonl"
+    provider = TracerProvider(shutdown_on_exit=False)
+    processor = GuardedBatchProcessor(JsonLinesSpanExporter(path), "jsonl")
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("test")
+    tracer.start_span("before the fork").end()  # queued in the parent
+    pid = os.fork()
+    if pid == 0:  # the child: a worker of its own, none of the parent's queue
+        tracer.start_span("in the child").end()
+        delivered = processor.force_flush() and processor.stats.exported == 1
+        os._exit(0 if delivered else 1)
+    _, status = os.waitpid(pid, 0)
+    processor.shutdown()
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert sorted(r["name"] for r in read_spans(path)) == ["before the fork", "in the child"]
+    assert processor.stats == SpanDeliveryStats("jsonl", exported=1)
+    provider.shutdown()
