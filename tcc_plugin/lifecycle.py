@@ -434,10 +434,14 @@ class Call(Generic[RequestT]):
             self._price_book.warn_unknown(response_model or self.info.model, self.info.provider)
             return None
         try:
-            return self._price.cost(usage, seconds=duration)
+            cost = self._price.cost(usage, seconds=duration)
         except Exception:
             logger.warning("tcc_plugin could not price model %r", self.info.model, exc_info=True)
             return None
+        if not cost.is_finite():  # a NaN would poison every ledger it reached
+            logger.warning("the price of model %r gave %s USD: cost unknown", self.info.model, cost)
+            return None
+        return cost
 
     def _settle(
         self, usage: Usage | None, cost: Decimal | None, error: BaseException | None

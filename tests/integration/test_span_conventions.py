@@ -8,8 +8,8 @@ the JSON-lines exporter then show that a cleaned span can be sent.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +21,9 @@ from opentelemetry.sdk.trace.export import SpanExportResult
 import tcc_plugin
 from tcc_plugin import configure, llm_call
 from tcc_plugin.exporters import JsonLinesSpanExporter, read_spans
-from tcc_plugin.pricing import set_price
+from tcc_plugin.pricing import default_price_book, set_price
 from tcc_plugin.sampling import best_of_n
-from tcc_plugin.telemetry import conventions, names
+from tcc_plugin.telemetry import conventions, names, recorder
 from tcc_plugin.telemetry.cleaning import CLEANED, DEFAULT_MAX_TEXT_LENGTH
 
 from ..conftest import Telemetry
@@ -190,21 +190,46 @@ def test_text_that_is_not_utf8_and_a_huge_prompt_are_cleaned(
     encodable(span, tmp_path)
 
 
-def test_a_nan_cost_is_left_out_and_said(telemetry: Telemetry, tmp_path: Path) -> None:
-    set_price("tcc-test-nan-model", input=float("nan"), output=1.0)
+def test_a_nan_price_is_refused_where_it_is_set() -> None:
+    with pytest.raises(ValueError, match="a price must be a finite number of USD, not nan"):
+        set_price("tcc-test-nan-model", input=float("nan"), output=1.0)
+
+
+class NanPrice:
+    """A user's own price object that goes wrong."""
+
+    def cost(self, usage: Any, *, seconds: float | None = None, share: int = 1) -> Decimal:
+        return Decimal("NaN")
+
+    def worst_case(self, usage: Any, *, seconds: float | None = None) -> Decimal | None:
+        return None
+
+
+def test_a_nan_cost_is_unknown_not_raised(telemetry: Telemetry) -> None:
+    default_price_book().override("tcc-test-nan-model", NanPrice())
 
     @llm_call(model="tcc-test-nan-model", provider="openai")
     def ask_nan(max_tokens: int = 100) -> dict[str, Any]:
         return chat_completion(chat_usage(10, 5), model="tcc-test-nan-model")
 
-    ask_nan()  # nothing raised into the caller
-    span = telemetry.span()
-    a = attrs(span)
+    with tcc_plugin.budget(usd=1, calls=5) as spent:
+        ask_nan()  # nothing raised into the caller, the ledger stays exact
+    assert (spent.spent.calls, spent.spent.usd, spent.spent.total_tokens) == (1, 0, 15)
+    a = attrs(telemetry.span())
     assert names.COST_USD not in a
-    assert names.COST_USD in a[CLEANED]
     assert a[names.USAGE_INPUT_TOKENS] == 10
-    assert all(not (isinstance(v, float) and math.isnan(v)) for v in a.values())
-    encodable(span, tmp_path)
+
+
+def test_a_nan_attribute_is_left_out_and_said(telemetry: Telemetry, tmp_path: Path) -> None:
+    span = recorder.tracer().start_span("chat m")
+    recorder.set_attributes(span, {names.COST_USD: float("nan"), "tcc.x": (1.0, float("inf"))})
+    recorder.end_span(span)
+    ended = telemetry.span("chat m")
+    a = attrs(ended)
+    assert names.COST_USD not in a
+    assert a["tcc.x"] == (1.0,)
+    assert set(a[CLEANED]) == {names.COST_USD, "tcc.x"}
+    encodable(ended, tmp_path)
 
 
 def test_the_length_limit_follows_the_otel_variable(
