@@ -65,7 +65,8 @@ def max_text_length() -> int:
 
 
 def clean_text(text: str, limit: int | None = None) -> str:
-    """``text`` as valid UTF-8, at most ``limit`` characters (the marker included)."""
+    """``text`` as valid UTF-8, at most ``limit`` characters (the marker included);
+    ``text`` itself when it already is."""
     limit = max_text_length() if limit is None else limit
     if not text.isascii():
         try:

@@ -11,6 +11,7 @@ import functools
 import json
 import logging
 import os
+import traceback
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from decimal import Decimal
@@ -275,7 +276,19 @@ def end_span(span: Span | None, error: BaseException | None = None) -> None:
         _add_conventions(span)
     if error is not None and span.is_recording():
         span.set_attribute(names.ERROR_TYPE, type(error).__qualname__)
-        span.record_exception(error)
+        message = str(error)
+        clean_message = clean_text(message)
+        if clean_message is message:
+            span.record_exception(error)
+        else:  # its text would fail the export of the whole batch
+            stack = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+            span.record_exception(
+                error,
+                attributes={
+                    "exception.message": clean_message,
+                    "exception.stacktrace": clean_text(stack),
+                },
+            )
         description = clean_text(str(error), 500) or type(error).__name__
         span.set_status(Status(StatusCode.ERROR, description))
     span.end()

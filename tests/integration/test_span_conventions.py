@@ -244,3 +244,20 @@ def test_the_length_limit_follows_the_otel_variable(
     kept, marker = captured.split("…[tcc: ")
     assert recorded.startswith(kept) and kept.endswith("yyy")
     assert marker == f"{len(recorded) - len(kept)} characters truncated]"
+
+
+def test_an_error_whose_text_is_not_utf8_is_recorded_cleanly(
+    telemetry: Telemetry, tmp_path: Path
+) -> None:
+    @llm_call(model="o3", provider="openai")
+    def broken(max_tokens: int = 100) -> dict[str, Any]:
+        raise ValueError("bad byte caf\udce9")
+
+    with pytest.raises(ValueError, match="caf\udce9"):  # the caller's error, untouched
+        broken()
+    span = telemetry.span()
+    [event] = [e for e in span.events if e.name == "exception"]
+    assert dict(event.attributes or {})["exception.message"] == "bad byte caf\ufffd"
+    assert "caf\ufffd" in str(dict(event.attributes or {})["exception.stacktrace"])
+    assert span.status.description == "bad byte caf\ufffd"
+    encodable(span, tmp_path)
