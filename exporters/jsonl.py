@@ -244,7 +244,7 @@ class _AppendOnlyFile:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 # Opened per batch so a rotated or deleted file is recreated, not lost.
-                with self.path.open("a", encoding="utf-8") as handle:
+                with self.path.open("a", encoding="utf-8", errors="replace") as handle:
                     handle.write(text)
             except OSError as exc:
                 self._report(f"cannot write {self._what} to {self.path}: {exc}")

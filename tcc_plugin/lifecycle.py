@@ -586,7 +586,7 @@ class Call(Generic[RequestT]):
         if self._price is None:
             self._price_book.warn_unknown(response_model or self.info.model, self.info.provider)
         try:
-            return bill(
+            billed = bill(
                 self._price_book,
                 self._price,
                 usage,
@@ -597,6 +597,13 @@ class Call(Generic[RequestT]):
         except Exception:
             logger.warning("tcc_plugin could not price model %r", self.info.model, exc_info=True)
             return Bill(None, False, {names.COST_UNKNOWN: True})
+        if billed.usd is not None and not billed.usd.is_finite():
+            # a NaN would poison every ledger it reached
+            logger.warning(
+                "the price of model %r gave %s USD: cost unknown", self.info.model, billed.usd
+            )
+            return Bill(None, False, {names.COST_UNKNOWN: True})
+        return billed
 
     def _settle(
         self, usage: Usage | None, cost: Decimal | None, error: BaseException | None

@@ -84,7 +84,10 @@ class Price(Protocol):
 
 
 def _dec(value: float | int | str | Decimal) -> Decimal:
-    return value if isinstance(value, Decimal) else Decimal(str(value))
+    price = value if isinstance(value, Decimal) else Decimal(str(value))
+    if not price.is_finite():
+        raise ValueError(f"a price must be a finite number of USD, not {value!r}")
+    return price
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ import functools
 import json
 import logging
 import os
+import traceback
 from collections.abc import Callable, Collection, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from decimal import Decimal
@@ -20,7 +21,8 @@ from opentelemetry import context, metrics, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from tcc_plugin.adapter import AttributeValue, CallInfo, ResponseInfo
-from tcc_plugin.telemetry import names
+from tcc_plugin.telemetry import conventions, names
+from tcc_plugin.telemetry.cleaning import clean_attributes, clean_text
 from tcc_plugin.telemetry.totals import Totals
 from tcc_plugin.usage import Usage
 
@@ -163,7 +165,9 @@ def start_call_span(info: CallInfo, name: str | None = None, *, capture: bool) -
     if capture and info.input_messages is not None:
         attrs[names.INPUT_MESSAGES] = _json(info.input_messages)
     span_name = name or (f"{info.operation} {info.model}" if info.model else info.operation)
-    return _tracer.start_span(span_name, kind=SpanKind.CLIENT, attributes=attrs)
+    return _tracer.start_span(
+        clean_text(span_name), kind=SpanKind.CLIENT, attributes=clean_attributes(attrs)
+    )
 
 
 _USAGE_ATTRIBUTE = {
@@ -241,14 +245,14 @@ def record_response(
         attrs[names.RESPONSE_TIME_TO_FIRST_CHUNK] = time_to_first_chunk
     if extra:
         attrs.update(extra)
-    span.set_attributes(attrs)
+    span.set_attributes(clean_attributes(attrs))
 
 
 @never_raises
 def set_attributes(span: Span | None, attributes: Mapping[str, AttributeValue]) -> None:
     """Set ``attributes`` on ``span`` (a no-op on a span that is not recording)."""
     if span is not None and span.is_recording():
-        span.set_attributes(attributes)
+        span.set_attributes(clean_attributes(attributes))
 
 
 def activated(span: Span | None) -> AbstractContextManager[Any]:
@@ -284,7 +288,15 @@ class _Activated:
 def add_event(span: Span | None, name: str, attributes: Mapping[str, AttributeValue]) -> None:
     """Add an event to ``span``."""
     if span is not None and span.is_recording():
-        span.add_event(name, attributes)
+        span.add_event(name, clean_attributes(attributes))
+
+
+@never_raises
+def _add_conventions(span: Span) -> None:
+    # Guarded on its own: a failure here must not keep the span from ending.
+    attributes = getattr(span, "attributes", None)  # the SDK's spans have them
+    if attributes:
+        span.set_attributes(conventions.attributes_for(attributes))
 
 
 @never_raises
@@ -292,10 +304,25 @@ def end_span(span: Span | None, error: BaseException | None = None) -> None:
     """End ``span``, with an error status when ``error`` is given."""
     if span is None:
         return
+    if conventions.enabled() and span.is_recording():
+        _add_conventions(span)
     if error is not None and span.is_recording():
         span.set_attribute(names.ERROR_TYPE, type(error).__qualname__)
-        span.record_exception(error)
-        span.set_status(Status(StatusCode.ERROR, str(error)[:500] or type(error).__name__))
+        message = str(error)
+        clean_message = clean_text(message)
+        if clean_message is message:
+            span.record_exception(error)
+        else:  # its text would fail the export of the whole batch
+            stack = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+            span.record_exception(
+                error,
+                attributes={
+                    "exception.message": clean_message,
+                    "exception.stacktrace": clean_text(stack),
+                },
+            )
+        description = clean_text(str(error), 500) or type(error).__name__
+        span.set_status(Status(StatusCode.ERROR, description))
     span.end()
 
 
@@ -324,5 +351,7 @@ def record_call_metrics(
     if usage is not None:
         _token_usage.record(usage.input, {**attrs, names.TOKEN_TYPE: "input"})
         _token_usage.record(usage.output, {**attrs, names.TOKEN_TYPE: "output"})
+    if cost is not None and not cost.is_finite():
+        cost = None  # a NaN would poison the running total for good; the span says so
     if usage is not None or cost is not None:
         _totals.add(attrs, cost or 0, usage.reasoning if usage is not None else 0)

@@ -6,7 +6,9 @@ through the real lifecycle and ``tcc_plugin.configure``, exporting to Phoenix ov
 OTLP http/protobuf and over gRPC, directly and through a real OpenTelemetry collector
 (rotel) in between. It also writes the same spans to a JSON-lines file: the test reads
 the spans back from Phoenix's REST API (``/v1/projects/{project}/spans``) and checks
-that every span, its parent, its tokens and its cost arrived unchanged.
+that every span, its parent, its tokens and its cost arrived unchanged, and that the
+OpenInference names Phoenix reads (``configure(conventions=["openinference"])``) carry
+the reasoning tokens and the cost.
 
 Phoenix and rotel live in a virtualenv of their own, installed on first use by
 ``scripts/phoenix.sh`` into the user's cache directory (about a minute, once). The
@@ -50,7 +52,7 @@ APP = textwrap.dedent(
     exporter, endpoint, path = sys.argv[1], sys.argv[2], sys.argv[3]
     handle = tcc_plugin.configure(
         [exporter, "jsonl"], endpoint=endpoint, path=path, metrics=False,
-        service_name="tcc-e2e",
+        service_name="tcc-e2e", conventions=["openinference"],
     )
     reasoning = iter([700, 1500, 300])
 
@@ -141,6 +143,24 @@ class Phoenix:
     def get(self, path: str) -> Any:
         with urllib.request.urlopen(self.url + path, timeout=10) as response:
             return json.load(response)
+
+    def span_cost(self, span_id: str) -> dict[str, Any]:
+        """The cost Phoenix itself computed for a span (its UI's figure), by GraphQL: the
+        REST API has none."""
+        query = (
+            "query($id: ID!) { node(id: $id) { ... on Span { costSummary {"
+            " total { cost tokens } prompt { tokens } completion { tokens } } } } }"
+        )
+        request = urllib.request.Request(
+            self.url + "/graphql",
+            data=json.dumps({"query": query, "variables": {"id": span_id}}).encode(),
+            headers={"content-type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            body = json.load(response)
+        assert not body.get("errors"), body
+        summary: dict[str, Any] = body["data"]["node"]["costSummary"]
+        return summary
 
     def spans(self, project: str) -> list[dict[str, Any]]:
         """Every span of ``project`` (empty while the project does not exist yet)."""
@@ -372,6 +392,29 @@ def test_spans_arrive_intact(
     assert group["attributes"]["tcc.sampling.winner.index"] == result["winner"] == 1
     costs = sum(s["attributes"][names.COST_USD] for s in samples)
     assert group["attributes"]["tcc.sampling.cost.usd"] == pytest.approx(costs)
+    # The OpenInference names Phoenix reads: reasoning tokens and cost, not only tokens.
+    for sample in samples:
+        theirs = sample["attributes"]
+        mine = expected[sample["context"]["span_id"]]["attributes"]
+        assert sample["span_kind"] == "LLM"  # Phoenix lifts openinference.span.kind out
+        assert theirs["llm.model_name"] == "o3"
+        assert theirs["llm.provider"] == "openai"
+        assert theirs["llm.token_count.prompt"] == 1200
+        assert theirs["llm.token_count.prompt_details.cache_read"] == 1024
+        reasoning = mine[names.USAGE_REASONING_OUTPUT_TOKENS]
+        assert theirs["llm.token_count.completion_details.reasoning"] == reasoning
+        assert theirs["llm.token_count.completion"] == reasoning + 80
+        assert theirs["llm.token_count.total"] == 1200 + reasoning + 80
+        # o3: $2 input, $0.50 cached input, $8 output per million tokens.
+        cost = (176 * 2 + 1024 * 0.5 + (reasoning + 80) * 8) / 1e6
+        assert theirs["llm.cost.total"] == pytest.approx(cost, rel=1e-12)
+        # Phoenix prices the OpenInference token counts itself (its model table, which
+        # the UI shows): the same o3 prices, reasoning at the output rate.
+        computed = phoenix.span_cost(sample["id"])
+        assert computed["prompt"]["tokens"] == 1200
+        assert computed["completion"]["tokens"] == reasoning + 80
+        assert computed["total"]["cost"] == pytest.approx(cost, rel=1e-9)
+    assert group["span_kind"] == "CHAIN"
     budgeted = next(s for s in got if s["attributes"].get(names.BUDGET_NAME) == "e2e")
     assert budgeted["attributes"][names.BUDGET_OUTCOME] == names.OUTCOME_OK
     assert budgeted["parent_id"] is None

@@ -520,3 +520,44 @@ def test_missing_otlp_extra_names_the_install_command(
     monkeypatch.setitem(sys.modules, missing, None)
     with pytest.raises(ImportError, match=r"pip install 'tcc-plugin\[otlp\]'"):
         configure_fn(exporter, endpoint="http://127.0.0.1:9")
+
+
+# -- backend conventions ----------------------------------------------------------------------
+def test_conventions_from_the_environment_reach_the_file(tmp_path: Path) -> None:
+    result, _ = run(
+        """
+        import tcc_plugin
+        from tcc_plugin.telemetry import conventions
+        handle = configure(path="t.jsonl", metrics=False)
+
+        @tcc_plugin.llm_call(model="o3", provider="openai")
+        def ask(max_tokens=100):
+            return {"id": "c", "object": "chat.completion", "model": "o3",
+                    "choices": [{"index": 0, "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": 100, "completion_tokens": 50,
+                              "completion_tokens_details": {"reasoning_tokens": 30}}}
+
+        ask()
+        during = conventions.active()
+        handle.shutdown()
+        emit(during=during, handle=handle.conventions, after=conventions.active())
+        """,
+        tmp_path,
+        env={"TCC_CONVENTIONS": "openinference, langfuse"},
+    )
+    assert result == {
+        "during": ["openinference", "langfuse"],
+        "handle": ["openinference", "langfuse"],
+        "after": [],  # a shut-down configuration leaves no convention behind
+    }
+    [span] = list(read_spans(tmp_path / "t.jsonl"))
+    a = span["attributes"]
+    assert a["llm.token_count.completion_details.reasoning"] == 30
+    assert a["llm.token_count.total"] == 150
+    assert json.loads(a["langfuse.observation.usage_details"]) == {
+        "input": 100,
+        "output": 20,
+        "output_reasoning": 30,
+        "total": 150,
+    }
+    assert a["langfuse.observation.cost_details"] == json.dumps({"total": a["tcc.cost.usd"]})

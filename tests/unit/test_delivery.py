@@ -6,11 +6,16 @@ with exporters that fail, raise or hang on purpose.
 
 from __future__ import annotations
 
+import itertools
+import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -18,6 +23,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
+from tcc_plugin.exporters import JsonLinesSpanExporter, read_spans
 from tcc_plugin.telemetry import delivery
 from tcc_plugin.telemetry.delivery import GuardedBatchProcessor, SpanDeliveryStats
 
@@ -215,3 +221,81 @@ def test_bad_batch_settings_fall_back_to_the_defaults(
     monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "8")  # smaller than the default batch
     small = GuardedBatchProcessor(InMemorySpanExporter(), "jsonl")
     small.shutdown()
+
+
+# -- the JSON-lines path: the callers write when the worker falls behind -----------------------
+_RUNS = itertools.count()
+
+
+@settings(
+    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    threads=st.integers(1, 4),
+    per_thread=st.integers(1, 400),
+    max_queue=st.integers(2, 64),
+)
+def test_a_local_exporter_loses_no_span_whatever_the_queue(
+    tmp_path: Path, threads: int, per_thread: int, max_queue: int
+) -> None:
+    """Callers outpacing the worker (a queue of a few spans) fill the file, never drop."""
+    path = tmp_path / f"spans-{next(_RUNS)}.jsonl"  # hypothesis may repeat an example
+    provider = TracerProvider(shutdown_on_exit=False)
+    processor = GuardedBatchProcessor(
+        JsonLinesSpanExporter(path), "jsonl", max_queue_size=max_queue, caller_exports=True
+    )
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("test")
+
+    def produce(worker: int) -> None:
+        for i in range(per_thread):
+            tracer.start_span(f"{worker}:{i}").end()
+
+    pool = [threading.Thread(target=produce, args=(w,)) for w in range(threads)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+    processor.shutdown()
+    names = [record["name"] for record in read_spans(path)]
+    assert processor.stats == SpanDeliveryStats("jsonl", exported=threads * per_thread)
+    assert sorted(names) == sorted(f"{w}:{i}" for w in range(threads) for i in range(per_thread))
+    for w in range(threads):  # each thread's spans in the order it ended them
+        mine = [int(n.split(":")[1]) for n in names if n.startswith(f"{w}:")]
+        assert mine == sorted(mine)
+    provider.shutdown()
+
+
+def test_a_network_exporter_that_is_down_is_not_waited_for(provider: TracerProvider) -> None:
+    """Callers yield to the worker only while the backend answers."""
+    failing = Failing()
+    processor = GuardedBatchProcessor(failing, "otlp-http", max_queue_size=8)
+    provider.add_span_processor(processor)
+    emit(provider, 8)
+    assert processor.force_flush() is False  # the backend is down: known from now on
+    assert not processor.exporter.healthy
+    emit(provider, 100)  # dropped and counted, nobody waits
+    processor.force_flush()
+    stats = processor.stats
+    assert (stats.exported, stats.dropped, stats.queued) == (0, 108, 0)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_delivers_its_own_spans(tmp_path: Path) -> None:
+    path = tmp_path / "spans.jsonl"
+    provider = TracerProvider(shutdown_on_exit=False)
+    processor = GuardedBatchProcessor(JsonLinesSpanExporter(path), "jsonl")
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("test")
+    tracer.start_span("before the fork").end()  # queued in the parent
+    pid = os.fork()
+    if pid == 0:  # the child: a worker of its own, none of the parent's queue
+        tracer.start_span("in the child").end()
+        delivered = processor.force_flush() and processor.stats.exported == 1
+        os._exit(0 if delivered else 1)
+    _, status = os.waitpid(pid, 0)
+    processor.shutdown()
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert sorted(r["name"] for r in read_spans(path)) == ["before the fork", "in the child"]
+    assert processor.stats == SpanDeliveryStats("jsonl", exported=1)
+    provider.shutdown()
