@@ -1,0 +1,232 @@
+"""The bootstrap that runs inside the sandbox, and the parent's reading of its report.
+
+The harness is standalone source (it imports nothing from tcc_plugin). It receives its
+job on a memfd opened by the parent (never a path the candidate could replace) and
+reports over a pipe the parent opened before the candidate ran:
+
+    ready                         limits applied; waiting for the parent's "go" on stdin
+    <nonce> start                 the candidate's code is about to run
+    <nonce> error <json>          the candidate's code raised (tests are not run)
+    <nonce> pass <i>              test i passed
+    <nonce> fail <i> <json>       test i failed
+    <nonce> end                   all tests ran
+
+The parent counts the results itself: each test index once, in order, only between
+``start`` and ``end``, with the nonce; any other line makes the verdict ``forged``
+(score 0). Nothing after ``end`` is read (an ``atexit`` hook comes too late), and a run
+that never says ``end`` (``os._exit``, a crash) scores 0.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+__all__ = ["HARNESS", "Report"]
+
+# Runs as `python -I -S -B -c HARNESS <job fd> <report fd>`. Everything the harness
+# needs later is bound before the candidate's code runs, in locals of one function (no
+# module global the candidate can rewrite through __main__).
+HARNESS = r"""
+import os, sys
+
+def _main():
+    import json, resource, signal, traceback
+    job_fd, report_fd = int(sys.argv[1]), int(sys.argv[2])
+    chunks = []
+    while True:
+        chunk = os.read(job_fd, 1 << 20)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(job_fd)
+    job = json.loads(b"".join(chunks))
+    del chunks
+
+    for kind, value in (
+        (resource.RLIMIT_AS, job["memory"]), (resource.RLIMIT_CPU, job["cpu"]),
+        (resource.RLIMIT_FSIZE, job["fsize"]), (resource.RLIMIT_CORE, 0),
+        (resource.RLIMIT_NPROC, job["nproc"]), (resource.RLIMIT_NOFILE, 256),
+    ):
+        try:
+            resource.setrlimit(kind, (value, value))  # hard = soft: cannot be raised back
+        except (ValueError, OSError):
+            pass
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a too-large write raises OSError
+
+    write, dumps, fmt = os.write, json.dumps, traceback.format_exc
+    strict_equal = _make_strict_equal()
+    nonce, tests, code = job["nonce"], tuple(job["tests"]), job["code"]
+
+    def say(line):
+        write(report_fd, (line + "\n").encode("utf-8", "replace"))
+
+    def tail(text, size=500):
+        return text if len(text) <= size else "..." + text[-size:]
+
+    say("ready")
+    sys.stdin.buffer.read(1)  # the parent's "go": it has moved us into our cgroup
+    sys.stdin.close()
+
+    if job["audit"]:
+        allowed_read = tuple(job["read_roots"])
+        allowed_write = tuple(job["write_roots"])
+        blocked = frozenset((
+            "socket.connect", "socket.bind", "socket.sendto", "socket.sendmsg",
+            "socket.getaddrinfo", "socket.gethostbyname", "socket.gethostbyaddr",
+            "subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn",
+            "os.fork", "os.forkpty", "pty.spawn", "ctypes.dlopen", "ctypes.dlsym",
+            "ctypes.cdata", "sys.addaudithook", "os.kill", "os.killpg",
+        ))
+        banned_modules = frozenset(("_posixsubprocess", "_ctypes", "_xxsubinterpreters"))
+        fspath, isinstance_, str_, bytes_ = os.fspath, isinstance, str, bytes
+        realpath = os.path.realpath
+
+        def guard(event, args):
+            if event in blocked:
+                raise PermissionError("sandbox: " + event + " is not allowed")
+            if event == "import" and args[0] in banned_modules:
+                raise PermissionError("sandbox: importing " + args[0] + " is not allowed")
+            if event == "open" and args[0] is not None and not isinstance_(args[0], int):
+                path = fspath(args[0])
+                if isinstance_(path, bytes_):
+                    path = path.decode("utf-8", "replace")
+                path = realpath(path)
+                flags = args[2] if len(args) > 2 and isinstance_(args[2], int) else 0
+                mode = args[1] if isinstance_(args[1], str_) else ""
+                writing = (flags & 3) != 0 or any(c in mode for c in "wax+")
+                roots = allowed_write if writing else allowed_read + allowed_write
+                if not any(path == r or path.startswith(r + "/") for r in roots):
+                    raise PermissionError("sandbox: opening " + path + " is not allowed")
+
+        sys.addaudithook(guard)
+
+    namespace = {"__name__": "__candidate__", "strict_equal": strict_equal}
+    say(nonce + " start")
+    try:
+        exec(compile(code, "<candidate>", "exec"), namespace)
+    except BaseException as exc:
+        oom = isinstance(exc, MemoryError)
+        say(nonce + " error " + dumps({"error": tail(fmt()), "memory": oom}))
+        return
+    for i, test in enumerate(tests):
+        namespace["strict_equal"] = strict_equal
+        try:
+            exec(compile(test, "<test %d>" % i, "exec"), namespace)
+        except BaseException as exc:
+            why = tail(type(exc).__name__ + ": " + str(exc))
+            oom = isinstance(exc, MemoryError)
+            say(nonce + " fail %d " % i + dumps({"error": why, "memory": oom}))
+        else:
+            say(nonce + " pass %d" % i)
+    say(nonce + " end")
+
+def _make_strict_equal(
+    _type=type, _len=len, _zip=zip, _all=all, _sorted=sorted, _repr=repr,
+    _plain=(bool, int, float, complex, str, bytes, type(None)),
+):
+    # Equality that never calls a method the candidate defined: types must be exactly
+    # the built-in ones, and containers are compared element by element. Builtins are
+    # bound now, before the candidate's code can patch them.
+    def strict_equal(a, b):
+        ta, tb = _type(a), _type(b)
+        if ta is not tb:
+            return False
+        if ta in _plain:
+            return ta.__eq__(a, b) is True
+        if ta is list or ta is tuple:
+            return _len(a) == _len(b) and _all(strict_equal(x, y) for x, y in _zip(a, b))
+        if ta is dict:
+            if _len(a) != _len(b) or not _all(_type(k) in _plain for k in a):
+                return False
+            return _all(k in b and strict_equal(a[k], b[k]) for k in _sorted(a, key=_repr))
+        if ta is set or ta is frozenset:
+            plain = _all(_type(x) in _plain for x in a) and _all(_type(x) in _plain for x in b)
+            return plain and a == b
+        return False
+    return strict_equal
+
+_main()
+try:
+    sys.stdout.flush()
+finally:
+    os._exit(0)
+"""
+
+
+@dataclass
+class Report:
+    """The parent's count of the harness's report lines (see the module docs)."""
+
+    nonce: str
+    total: int
+    ready: bool = False
+    started: bool = False
+    ended: bool = False
+    forged: str | None = None
+    error: str | None = None
+    memory_error: bool = False
+    results: list[str | None] = field(default_factory=list)
+
+    @property
+    def passed(self) -> int:
+        """Tests passed, counted by the parent; 0 unless the run ended cleanly."""
+        if not self.ended or self.forged is not None:
+            return 0
+        return min(self.total, sum(1 for r in self.results if r is None))
+
+    def feed(self, line: bytes) -> bool:
+        """Take one line; returns False once nothing more is to be read."""
+        if self.forged is not None or self.ended:
+            return False
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError:
+            return self._forge("a report line that is not UTF-8")
+        if not self.ready:
+            if text == "ready":
+                self.ready = True
+                return True
+            return self._forge("a report line before the harness was ready")
+        nonce, _, rest = text.partition(" ")
+        if nonce != self.nonce:
+            return self._forge("a report line without the run's nonce")
+        verb, _, arg = rest.partition(" ")
+        if verb == "start" and not self.started:
+            self.started = True
+            return True
+        if not self.started:
+            return self._forge(f"{verb!r} before start")
+        if verb == "error" and not self.results:
+            info = self._json(arg)
+            self.error = str(info.get("error", ""))
+            self.memory_error = bool(info.get("memory"))
+            self.ended = True
+            return False
+        if verb in ("pass", "fail"):
+            index, _, payload = arg.partition(" ")
+            if index != str(len(self.results)) or len(self.results) >= self.total:
+                return self._forge(f"a result for test {index!r} out of order")
+            if verb == "pass":
+                self.results.append(None)
+            else:
+                info = self._json(payload)
+                self.results.append(str(info.get("error", "failed")))
+                self.memory_error = self.memory_error or bool(info.get("memory"))
+            return True
+        if verb == "end" and len(self.results) == self.total:
+            self.ended = True
+            return False
+        return self._forge(f"an unexpected report line {text[:80]!r}")
+
+    @staticmethod
+    def _json(text: str) -> dict[str, object]:
+        try:
+            value = json.loads(text)
+        except ValueError:
+            return {}
+        return value if isinstance(value, dict) else {}
+
+    def _forge(self, why: str) -> bool:
+        self.forged = why
+        return False
