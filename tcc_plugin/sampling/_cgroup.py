@@ -100,7 +100,12 @@ class Cgroup:
         for kind, directory in self.dirs:
             with contextlib.suppress(OSError, ValueError):
                 if kind == "memory":
-                    if int((directory / "memory.failcnt").read_text()) > 0:
+                    control = (directory / "memory.oom_control").read_text().split()
+                    killed = dict(zip(control[::2], control[1::2], strict=False))
+                    peak = int((directory / "memory.max_usage_in_bytes").read_text())
+                    limit = int((directory / "memory.limit_in_bytes").read_text())
+                    failed = int((directory / "memory.failcnt").read_text())
+                    if failed or int(killed.get("oom_kill", "0")) or peak >= limit:
                         return True
                 elif kind == "v2":
                     events = (directory / "memory.events").read_text().split()

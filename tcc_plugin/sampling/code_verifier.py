@@ -161,6 +161,7 @@ class _Run:
                 memory_bytes=verifier.memory_mb * 1024 * 1024,
             )
         self.process: subprocess.Popen[bytes] | None = None
+        self.tree: set[int] = set()
 
     def start(self) -> subprocess.Popen[bytes]:
         self.process = subprocess.Popen(
@@ -220,20 +221,32 @@ class _Run:
     def kill(self) -> None:
         """Kill the child's process group, its sandbox and its cgroup: nothing survives."""
         if self.process is not None:
+            self.tree.update(descendants(self.process.pid))
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.process.pid, signal.SIGKILL)
+            for pid in self.tree:  # the sandbox's own session, which the group misses
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
         if self.cgroup is not None:
             self.cgroup.kill_all()
+
+    def wait_gone(self, limit: float = 2.0) -> None:
+        """Wait (briefly) until every process of the sandbox that we saw has died."""
+        end = time.monotonic() + limit
+        while self.tree and time.monotonic() < end:
+            self.tree = {pid for pid in self.tree if _running(pid)}
+            if self.tree:
+                time.sleep(0.002)
 
     def verdict(self, returncode: int | None, timed_out: bool) -> Verdict:
         report, total = self.report, len(self.verifier.tests)
         memory = report.memory_error or (self.cgroup is not None and self.cgroup.out_of_memory())
-        if timed_out:
+        if memory and report.passed < total:  # also when it then ran out of time
+            outcome = "memory"
+        elif timed_out:
             outcome = "timeout"
         elif report.forged is not None:
             outcome = "forged"
-        elif memory and report.passed < total:
-            outcome = "memory"
         elif report.error is not None:
             outcome = "error"
         elif not report.ended:
@@ -317,7 +330,17 @@ def _drive(run: _Run, timeout: float, cancelled: threading.Event | None = None) 
             os.close(pidfd)
             run.kill()
             process.wait()
+            run.wait_gone()
     return run.verdict(process.returncode, timed_out)
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` is a live (not zombie) process."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rpartition(b")")[2].split()[0] not in (b"Z", b"X")
+    except (OSError, IndexError):
+        return False
 
 
 class code_verifier(Verifier):
