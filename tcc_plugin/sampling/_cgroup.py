@@ -17,7 +17,7 @@ import time
 import uuid
 from pathlib import Path
 
-__all__ = ["Cgroup", "cgroup_roots", "descendants"]
+__all__ = ["Cgroup", "cgroup_roots", "descendants", "leaves"]
 
 _BASE = Path("/sys/fs/cgroup")
 
@@ -147,14 +147,25 @@ class Cgroup:
         self.dirs = []
 
 
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError, ValueError):
+                found.extend(int(c) for c in (task / "children").read_text().split())
+    return found
+
+
 def descendants(pid: int) -> list[int]:
     """``pid`` and every process below it (read from /proc, children lists)."""
     found, todo = [], [pid]
     while todo:
         current = todo.pop()
         found.append(current)
-        with contextlib.suppress(OSError):
-            for task in Path(f"/proc/{current}/task").iterdir():
-                with contextlib.suppress(OSError, ValueError):
-                    todo.extend(int(c) for c in (task / "children").read_text().split())
+        todo.extend(_children(current))
     return found
+
+
+def leaves(pid: int) -> list[int]:
+    """The processes of ``pid``'s tree that have no children of their own."""
+    return [p for p in descendants(pid) if not _children(p)]

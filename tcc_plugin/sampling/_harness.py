@@ -1,14 +1,15 @@
 """The bootstrap that runs inside the sandbox, and the parent's reading of its report.
 
 The harness is standalone source (it imports nothing from tcc_plugin). It receives its
-job on a memfd opened by the parent (never a path the candidate could replace) and
-reports over a pipe the parent opened before the candidate ran:
+job (``marshal``-encoded plain data) on a memfd opened by the parent (never a path the
+candidate could replace) and reports over a pipe the parent opened before the candidate
+ran:
 
     ready                         limits applied; waiting for the parent's "go" on stdin
     <nonce> start                 the candidate's code is about to run
-    <nonce> error <json>          the candidate's code raised (tests are not run)
+    <nonce> error <m> <hex>       the candidate's code raised (tests are not run)
     <nonce> pass <i>              test i passed
-    <nonce> fail <i> <json>       test i failed
+    <nonce> fail <i> <m> <hex>    test i failed (m: 1 for a MemoryError; hex: UTF-8)
     <nonce> end                   all tests ran
 
 The parent counts the results itself: each test index once, in order, only between
@@ -19,7 +20,6 @@ that never says ``end`` (``os._exit``, a crash) scores 0.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 
 __all__ = ["HARNESS", "Report"]
@@ -31,7 +31,9 @@ HARNESS = r"""
 import os, sys
 
 def _main():
-    import json, resource, signal, traceback
+    # Only cheap built-in modules before the candidate runs (json and signal import
+    # re and enum: tens of milliseconds on every verification).
+    import _signal, marshal, resource
     job_fd, report_fd = int(sys.argv[1]), int(sys.argv[2])
     chunks = []
     while True:
@@ -40,7 +42,7 @@ def _main():
             break
         chunks.append(chunk)
     os.close(job_fd)
-    job = json.loads(b"".join(chunks))
+    job = marshal.loads(b"".join(chunks))
     del chunks
 
     for kind, value in (
@@ -52,17 +54,25 @@ def _main():
             resource.setrlimit(kind, (value, value))  # hard = soft: cannot be raised back
         except (ValueError, OSError):
             pass
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a too-large write raises OSError
+    _signal.signal(_signal.SIGXFSZ, _signal.SIG_IGN)  # a too-large write raises OSError
 
-    write, dumps, fmt = os.write, json.dumps, traceback.format_exc
+    write = os.write
     strict_equal = _make_strict_equal()
     nonce, tests, code = job["nonce"], tuple(job["tests"]), job["code"]
 
     def say(line):
         write(report_fd, (line + "\n").encode("utf-8", "replace"))
 
-    def tail(text, size=500):
-        return text if len(text) <= size else "..." + text[-size:]
+    def why(exc, full):
+        # "<memory 0|1> <UTF-8 hex>": one line whatever the message holds
+        if full:
+            import traceback
+            text = traceback.format_exc()
+        else:
+            text = type(exc).__name__ + ": " + str(exc)
+        text = text if len(text) <= 500 else "..." + text[-500:]
+        oom = "1" if isinstance(exc, MemoryError) else "0"
+        return oom + " " + text.encode("utf-8", "replace").hex()
 
     say("ready")
     sys.stdin.buffer.read(1)  # the parent's "go": it has moved us into our cgroup
@@ -106,17 +116,14 @@ def _main():
     try:
         exec(compile(code, "<candidate>", "exec"), namespace)
     except BaseException as exc:
-        oom = isinstance(exc, MemoryError)
-        say(nonce + " error " + dumps({"error": tail(fmt()), "memory": oom}))
+        say(nonce + " error " + why(exc, True))
         return
     for i, test in enumerate(tests):
         namespace["strict_equal"] = strict_equal
         try:
             exec(compile(test, "<test %d>" % i, "exec"), namespace)
         except BaseException as exc:
-            why = tail(type(exc).__name__ + ": " + str(exc))
-            oom = isinstance(exc, MemoryError)
-            say(nonce + " fail %d " % i + dumps({"error": why, "memory": oom}))
+            say(nonce + " fail %d " % i + why(exc, False))
         else:
             say(nonce + " pass %d" % i)
     say(nonce + " end")
@@ -198,9 +205,7 @@ class Report:
         if not self.started:
             return self._forge(f"{verb!r} before start")
         if verb == "error" and not self.results:
-            info = self._json(arg)
-            self.error = str(info.get("error", ""))
-            self.memory_error = bool(info.get("memory"))
+            self.memory_error, self.error = self._why(arg)
             self.ended = True
             return False
         if verb in ("pass", "fail"):
@@ -210,9 +215,9 @@ class Report:
             if verb == "pass":
                 self.results.append(None)
             else:
-                info = self._json(payload)
-                self.results.append(str(info.get("error", "failed")))
-                self.memory_error = self.memory_error or bool(info.get("memory"))
+                memory, why = self._why(payload)
+                self.results.append(why)
+                self.memory_error = self.memory_error or memory
             return True
         if verb == "end" and len(self.results) == self.total:
             self.ended = True
@@ -220,12 +225,14 @@ class Report:
         return self._forge(f"an unexpected report line {text[:80]!r}")
 
     @staticmethod
-    def _json(text: str) -> dict[str, object]:
+    def _why(text: str) -> tuple[bool, str]:
+        """(a MemoryError?, the message) from ``<0|1> <UTF-8 hex>``."""
+        memory, _, encoded = text.partition(" ")
         try:
-            value = json.loads(text)
+            message = bytes.fromhex(encoded).decode("utf-8", "replace")
         except ValueError:
-            return {}
-        return value if isinstance(value, dict) else {}
+            message = "(unreadable)"
+        return memory == "1", message
 
     def _forge(self, why: str) -> bool:
         self.forged = why

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import marshal
 import math
 import os
 import re
@@ -40,7 +41,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from tcc_plugin.sampling._cgroup import Cgroup, cgroup_roots, descendants
+from tcc_plugin.sampling._cgroup import Cgroup, cgroup_roots, descendants, leaves
 from tcc_plugin.sampling._harness import HARNESS, Report
 from tcc_plugin.sampling._sandbox import (
     SANDBOX_DIR,
@@ -145,11 +146,9 @@ class _Run:
             "write_roots": write_roots,
         }
         # The job travels on a memfd: no path in the sandbox the candidate could replace.
-        import json
-
         self.job_fd = os.memfd_create("tcc-job", 0)
         self.fds.append(self.job_fd)
-        os.write(self.job_fd, json.dumps(job).encode("utf-8", "surrogatepass"))
+        os.write(self.job_fd, marshal.dumps(job))
         os.lseek(self.job_fd, 0, os.SEEK_SET)
         self.report_r, self.report_w = os.pipe()
         self.go_r, self.go_w = os.pipe()
@@ -204,8 +203,8 @@ class _Run:
     def go(self) -> None:
         """The harness is up and nothing of the candidate has run: cage it, start it."""
         assert self.process is not None
-        if self.cgroup is not None:
-            self.cgroup.add(descendants(self.process.pid))
+        if self.cgroup is not None:  # the harness: the one leaf of the tree by now
+            self.cgroup.add(leaves(self.process.pid))
         with contextlib.suppress(OSError):
             os.write(self.go_w, b"g")
         self._close(self.go_w)
