@@ -78,16 +78,21 @@ def _main():
     sys.stdin.buffer.read(1)  # the parent's "go": it has moved us into our cgroup
     sys.stdin.close()
 
-    if job["audit"]:
-        allowed_read = tuple(job["read_roots"])
-        allowed_write = tuple(job["write_roots"])
+    if job["audit"] != "off":
+        # "processes": no new process nor native code (where nothing else caps their
+        # number); "full" also: no network, no signals, no file outside its roots.
+        full = job["audit"] == "full"
+        allowed_read = tuple(job["read_roots"]) if full else ("/",)
+        allowed_write = tuple(job["write_roots"]) if full else ("/",)
         blocked = frozenset((
-            "socket.connect", "socket.bind", "socket.sendto", "socket.sendmsg",
-            "socket.getaddrinfo", "socket.gethostbyname", "socket.gethostbyaddr",
             "subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn",
             "os.fork", "os.forkpty", "pty.spawn", "ctypes.dlopen", "ctypes.dlsym",
-            "ctypes.cdata", "sys.addaudithook", "os.kill", "os.killpg",
-        ))
+            "ctypes.cdata", "sys.addaudithook",
+        ) + ((
+            "socket.connect", "socket.bind", "socket.sendto", "socket.sendmsg",
+            "socket.getaddrinfo", "socket.gethostbyname", "socket.gethostbyaddr",
+            "os.kill", "os.killpg",
+        ) if full else ()))
         banned_modules = frozenset(("_posixsubprocess", "_ctypes", "_xxsubinterpreters"))
         fspath, isinstance_, str_, bytes_ = os.fspath, isinstance, str, bytes
         realpath = os.path.realpath
@@ -97,7 +102,7 @@ def _main():
                 raise PermissionError("sandbox: " + event + " is not allowed")
             if event == "import" and args[0] in banned_modules:
                 raise PermissionError("sandbox: importing " + args[0] + " is not allowed")
-            if event == "open" and args[0] is not None and not isinstance_(args[0], int):
+            if full and event == "open" and args[0] is not None and not isinstance_(args[0], int):
                 path = fspath(args[0])
                 if isinstance_(path, bytes_):
                     path = path.decode("utf-8", "replace")

@@ -109,7 +109,10 @@ class _Run:
             "PYTHONHASHSEED": "0",
             "PYTHONDONTWRITEBYTECODE": "1",
         }
-        audit = self.mode != "bwrap"
+        # Root without a cgroup: RLIMIT_NPROC does not bind, so in bubblewrap too the
+        # hook refuses new processes (and ctypes, which would bypass it).
+        uncapped = os.geteuid() == 0 and not cgroup_roots()
+        audit = "full" if self.mode != "bwrap" else ("processes" if uncapped else "off")
         read_roots: list[str] = []
         if self.mode == "bwrap":
             env.update(HOME=SANDBOX_DIR, TMPDIR=SANDBOX_DIR, **verifier.env)
@@ -161,6 +164,7 @@ class _Run:
             )
         self.process: subprocess.Popen[bytes] | None = None
         self.tree: set[int] = set()
+        self.process_cap = "cgroup" if self.cgroup else ("refused" if audit != "off" else "rlimit")
 
     def start(self) -> subprocess.Popen[bytes]:
         self.process = subprocess.Popen(
@@ -261,6 +265,7 @@ class _Run:
                 self.mode
             ],
             "returncode": returncode,
+            "process_cap": self.process_cap,
             "stderr": self.tails["stderr"].decode("utf-8", "replace"),
             "error": report.error,
             "failures": tuple(report.results),

@@ -353,8 +353,6 @@ def test_processes_it_starts_never_survive(mode: str) -> None:
 
 @pytest.mark.parametrize("mode", MODES)
 def test_a_fork_bomb_is_contained(mode: str) -> None:
-    if ROOT and not CGROUP and mode != "audit":
-        pytest.skip("root without a writable cgroup: RLIMIT_NPROC does not bind root (documented)")
     marker = f"TCC_BOMB_{uuid.uuid4().hex}"
     code = (
         "import os\n"
@@ -410,6 +408,20 @@ def test_disk_fill_is_capped_in_total(mode: str) -> None:
     )
     verdict = run(code, mode, ["assert WRITTEN > 32 * (1 << 20)"], disk_mb=16)
     assert verdict.score == 0.0
+
+
+@pytest.mark.skipif(not ROOT or not bwrap_available(), reason="root and bwrap only")
+def test_root_without_a_cgroup_refuses_new_processes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As root, RLIMIT_NPROC does not bind: without a cgroup, even the strong sandbox
+    refuses to start processes (through the hook) rather than let a fork bomb loose."""
+    module = sys.modules["tcc_plugin.sampling.code_verifier"]
+    monkeypatch.setattr(module, "cgroup_roots", lambda: ())
+    bomb = "import os\nwhile True:\n    os.fork()\n"
+    verdict = run(bomb, "bwrap", timeout=2.0)
+    assert verdict.score == 0.0 and verdict.details["process_cap"] == "refused"
+    assert "os.fork is not allowed" in verdict.details["error"]
+    via_ctypes = "import ctypes\nctypes.CDLL(None).fork()\n"
+    assert "not allowed" in run(via_ctypes, "bwrap").details["error"]
 
 
 # -- bad input --------------------------------------------------------------------------
