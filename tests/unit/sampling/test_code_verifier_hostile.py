@@ -202,6 +202,57 @@ def test_permissive_eq_is_a_known_limit_and_strict_equal_stops_it(mode: str) -> 
     assert run(patched + cheat, mode, strict).score == 0.0
 
 
+INTROSPECT = (
+    "import os, sys\n"
+    "frame, say, nonce = sys._getframe(), None, None\n"
+    "while frame is not None:\n"
+    "    if 'nonce' in frame.f_locals and 'say' in frame.f_locals:\n"
+    "        say, nonce = frame.f_locals['say'], frame.f_locals['nonce']\n"
+    "    frame = frame.f_back\n"
+    "if say is not None:\n"
+    "    for i in range(3):\n        say(nonce + ' pass %d' % i)\n"
+    "    say(nonce + ' end')\n"
+    "    os._exit(0)\n" + WRONG
+)
+INLINE_LIMIT = pytest.mark.xfail(
+    strict=True, reason="inline tests share the candidate's process (documented limit)"
+)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("isolate", [pytest.param(False, marks=INLINE_LIMIT), True])
+def test_a_harness_aware_forger_needs_isolated_tests(mode: str, isolate: bool) -> None:
+    verdict = run(INTROSPECT, mode, isolate_tests=isolate)
+    assert verdict.score == 0.0
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_isolated_tests_see_only_built_in_values(mode: str) -> None:
+    cheat = (
+        "class Anything:\n"
+        "    def __eq__(self, other):\n        return True\n"
+        "class Int(int):\n"
+        "    def __eq__(self, other):\n        return True\n"
+        "def add(a, b):\n    return Anything() if a else Int(0)\n"
+    )
+    verdict = run(cheat, mode, isolate_tests=True)  # plain ==, no strict_equal
+    assert verdict.score == 0.0 and "cannot leave the candidate's process" in str(
+        verdict.details["failures"]
+    )
+    honest = (
+        "def add(a, b):\n    if not isinstance(a, int):\n        raise TypeError(a)\n"
+        "    return a + b\n"
+    )
+    raises = "try:\n    add('x', 1)\nexcept TypeError:\n    pass\nelse:\n    raise AssertionError\n"
+    assert run(honest, mode, [*ADD, raises], isolate_tests=True).score == 1.0
+    for forger in (
+        "import os\nfor fd in range(3, 300):\n    try:\n        os.write(fd, b'ready\\n')\n"
+        "    except OSError:\n        pass\n" + WRONG,
+        "import os\nos._exit(0)",
+    ):
+        assert run(forger, mode, isolate_tests=True).score == 0.0
+
+
 # -- the host ---------------------------------------------------------------------------
 
 
@@ -414,8 +465,7 @@ def test_disk_fill_is_capped_in_total(mode: str) -> None:
 def test_root_without_a_cgroup_refuses_new_processes(monkeypatch: pytest.MonkeyPatch) -> None:
     """As root, RLIMIT_NPROC does not bind: without a cgroup, even the strong sandbox
     refuses to start processes (through the hook) rather than let a fork bomb loose."""
-    module = sys.modules["tcc_plugin.sampling.code_verifier"]
-    monkeypatch.setattr(module, "cgroup_roots", lambda: ())
+    monkeypatch.setattr(sys.modules["tcc_plugin.sampling._run"], "cgroup_roots", lambda: ())
     bomb = "import os\nwhile True:\n    os.fork()\n"
     verdict = run(bomb, "bwrap", timeout=2.0)
     assert verdict.score == 0.0 and verdict.details["process_cap"] == "refused"
