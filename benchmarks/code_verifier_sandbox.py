@@ -2,11 +2,11 @@
 bare subprocess of the same interpreter.
 
 Each round times, in a shuffled order, one verification of a trivial candidate (one
-passing test) in every sandbox mode, and a bare ``python -I -S -B -c pass`` (the floor
-any subprocess-based verifier pays). Prints the median and the spread (p10-p90) per
-variant, the added milliseconds over the bare subprocess, and the ratio to it. The
-first verification of each mode (which inspects the interpreter's libraries once per
-process) is a warm-up and not counted.
+passing test) in every sandbox mode (and bubblewrap with the tests isolated), and a
+bare ``python -I -S -B -c pass`` (the floor any subprocess-based verifier pays).
+Prints the median and the spread (p10-p90) per variant, the added milliseconds over
+the bare subprocess, and the ratio to it. The first verification of each mode (which
+inspects the interpreter's libraries once per process) is a warm-up, not counted.
 
     python benchmarks/code_verifier_sandbox.py [--rounds 30]
 """
@@ -48,6 +48,12 @@ def main() -> None:
             verifier = code_verifier("assert add(1, 2) == 3", network=mode, timeout=30)  # type: ignore[arg-type]
             assert verifier.verify(CANDIDATE).score == 1.0  # warm-up, and a check
             variants[f"code_verifier network={mode!r}"] = lambda v=verifier: v.verify(CANDIDATE)
+    if bwrap_available():
+        isolated = code_verifier(
+            "assert add(1, 2) == 3", network="bwrap", timeout=30, isolate_tests=True
+        )
+        assert isolated.verify(CANDIDATE).score == 1.0
+        variants["bwrap, isolate_tests=True"] = lambda: isolated.verify(CANDIDATE)
     times: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(args.rounds):
         order = list(variants)

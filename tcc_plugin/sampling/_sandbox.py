@@ -58,9 +58,10 @@ def interpreter_layout(python: str) -> tuple[str, tuple[str, ...], tuple[str, ..
     real = os.path.realpath(executable)
     directories = tuple(sorted({os.path.realpath(d) for d in dirs if d and os.path.isdir(d)}))
     objects = [real]
-    for d in directories:
-        objects.extend(str(p) for p in Path(d).glob("lib-dynload/*.so"))
-        objects.extend(str(p) for p in Path(d).glob("*.so"))
+    for d in directories:  # (no GUI toolkit in a sandbox: _tkinter's X11 stack is left out)
+        for found in (*Path(d).glob("lib-dynload/*.so"), *Path(d).glob("*.so")):
+            if not found.name.startswith("_tkinter"):
+                objects.append(str(found))
     files = {"/etc/ld.so.cache"} if os.path.exists("/etc/ld.so.cache") else set()
     ldd = shutil.which("ldd")
     if ldd is not None:
@@ -70,8 +71,7 @@ def interpreter_layout(python: str) -> tuple[str, tuple[str, ...], tuple[str, ..
         for line in linked.stdout.splitlines():
             for word in line.split():
                 if word.startswith("/") and os.path.exists(word):
-                    files.add(word)
-                    files.add(os.path.realpath(word))
+                    files.add(word)  # bound at the path the loader asks for
     files.discard(real)
     return real, directories, tuple(sorted(f for f in files if not f.startswith(directories)))
 
