@@ -56,6 +56,7 @@ def _main():
             pass
     _signal.signal(_signal.SIGXFSZ, _signal.SIG_IGN)  # a too-large write raises OSError
 
+    sys.path.extend(job.get("path", ()))  # directories the user exposed, e.g. site-packages
     write = os.write
     strict_equal = _make_strict_equal()
     nonce, tests, code = job["nonce"], tuple(job["tests"]), job["code"]

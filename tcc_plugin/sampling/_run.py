@@ -137,6 +137,7 @@ class Run:
             "audit": audit,
             "read_roots": read_roots,
             "write_roots": write_roots,
+            "path": list(verifier.expose),
         }
         tests = list(verifier.tests)
         if verifier.isolate_tests:

@@ -97,7 +97,8 @@ class code_verifier(Verifier):
     and gets back only built-in values: the candidate cannot touch the tests, their
     verdict or ``==`` (its functions must take and return plain data). ``python`` is the
     interpreter (this one by default; only its stdlib is visible), ``expose`` extra
-    directories made visible read-only (e.g. a site-packages), ``env`` extra
+    directories made visible read-only and put on ``sys.path`` (e.g. a site-packages
+    the candidate may import from), ``env`` extra
     environment variables (the child's environment is otherwise cleared).
 
     The :class:`~tcc_plugin.sampling.Verdict` details say ``outcome`` (``passed``,
@@ -134,6 +135,8 @@ class code_verifier(Verifier):
             raise ValueError("memory_mb must be >= 32 (the interpreter itself needs some)")
         if max_processes < 1 or disk_mb < 1 or output_mb < 1:
             raise ValueError("max_processes, disk_mb and output_mb must be >= 1")
+        if not sys.platform.startswith("linux"):
+            raise SandboxUnavailable("code_verifier's sandboxes need Linux (namespaces, memfd)")
         if network not in ("auto", "bwrap", "namespace", "audit"):
             raise ValueError("network must be 'auto', 'bwrap', 'namespace' or 'audit'")
         if network == "bwrap" and not bwrap_available():

@@ -328,3 +328,20 @@ def test_the_docs_snippet_runs_as_written(capsys: pytest.CaptureFixture[str]) ->
         else ("namespace" if namespace_sandbox_available() else "audit-hook")
     )
     assert capsys.readouterr().out.split() == ["1.0", sandbox]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_exposed_directories_are_importable_and_read_only(mode: str, tmp_path: Path) -> None:
+    package = tmp_path / "lib"
+    package.mkdir()
+    (package / "helper_mod.py").write_text("def triple(x):\n    return 3 * x\n")
+    for path in (tmp_path, package, package / "helper_mod.py"):
+        path.chmod(0o755)
+    tests = [
+        "import helper_mod\nassert helper_mod.triple(2) == 6",
+        f"open({str(package / 'new.py')!r}, 'w')",
+    ]
+    v = code_verifier(tests, network=mode, timeout=GUARD, expose=[str(package)])  # type: ignore[arg-type]
+    verdict = v.verify(cand("pass"))
+    assert verdict.details["failures"][0] is None, verdict.details
+    assert verdict.score == 0.5 and not (package / "new.py").exists()
