@@ -91,6 +91,7 @@ class Run:
         self.output_bytes = 0
         self.fds: list[int] = []
         self.tree: set[int] = set()
+        self.lock = threading.Lock()
         self.dir: tempfile.TemporaryDirectory[str] | None = None
         self.cgroup: Cgroup | None = None
         self.parts: list[_Part] = []
@@ -219,18 +220,20 @@ class Run:
         return self.output_bytes <= self.verifier.output_mb * 1024 * 1024
 
     def kill(self) -> None:
-        """Kill every part's process group, sandbox and cgroup: nothing survives."""
-        for part in self.parts:
-            if part.process is None:
-                continue
-            self.tree.update(descendants(part.process.pid))
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(part.process.pid, signal.SIGKILL)
-        for pid in self.tree:  # a sandbox's own session, which the group misses
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-        if self.cgroup is not None:
-            self.cgroup.kill_all()
+        """Kill every part's process group, sandbox and cgroup: nothing survives.
+        Thread-safe: an async cancellation kills while the driver thread may too."""
+        with self.lock:
+            for part in self.parts:
+                if part.process is None:
+                    continue
+                self.tree.update(descendants(part.process.pid))
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(part.process.pid, signal.SIGKILL)
+            for pid in self.tree:  # a sandbox's own session, which the group misses
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+            if self.cgroup is not None:
+                self.cgroup.kill_all()
 
     def wait_gone(self, limit: float = 2.0) -> None:
         """Reap the parts and wait (briefly) until every process we saw has died."""
@@ -238,10 +241,12 @@ class Run:
             if part.process is not None:
                 part.process.wait()
         end = time.monotonic() + limit
-        while self.tree and time.monotonic() < end:
-            self.tree = {pid for pid in self.tree if _running(pid)}
-            if self.tree:
-                time.sleep(0.002)
+        while time.monotonic() < end:
+            with self.lock:
+                self.tree = {pid for pid in self.tree if _running(pid)}
+                if not self.tree:
+                    return
+            time.sleep(0.002)
 
     def verdict(self, timed_out: bool) -> Verdict:
         report, total = self.report, len(self.verifier.tests)

@@ -19,8 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tcc_plugin.sampling import Candidate, best_of_n, code_verifier, extract_code
+from tcc_plugin.sampling._harness import Report
 from tcc_plugin.sampling.code_verifier import (
     SandboxUnavailable,
     bwrap_available,
@@ -345,3 +348,31 @@ def test_exposed_directories_are_importable_and_read_only(mode: str, tmp_path: P
     verdict = v.verify(cand("pass"))
     assert verdict.details["failures"][0] is None, verdict.details
     assert verdict.score == 0.5 and not (package / "new.py").exists()
+
+
+NONCE = "ab" * 16
+VERBS = st.sampled_from(
+    ["start", "end", "pass 0", "pass 1", "pass 2", "pass 3", "pass -1", "fail 0 0 41",
+     "fail 1 1 zz", "error 0 41", "pass 00", "ready", "{\"passed\": 1000000}"]
+)  # fmt: skip
+
+
+@given(
+    lines=st.lists(st.one_of(VERBS.map(lambda v: f"{NONCE} {v}"), VERBS, st.text(max_size=40))),
+)
+def test_the_parent_counts_each_test_once_in_order(lines: list[str]) -> None:
+    """Whatever lines arrive, the count is what an honest in-order run would report:
+    0 <= passed <= total, and 0 unless the run started and ended with the nonce."""
+    report = Report(NONCE, 3)
+    assert report.feed(b"ready")
+    settled = False
+    for line in lines:
+        settled = settled or not report.feed(line.encode("utf-8", "surrogatepass"))
+    assert 0 <= report.passed <= 3
+    if report.passed:
+        assert report.started and report.ended and report.forged is None
+        assert len(report.results) == 3
+        assert report.passed == sum(r is None for r in report.results)
+        assert f"{NONCE} end" in lines and f"{NONCE} start" in lines
+    if not any(line.startswith(NONCE) for line in lines):
+        assert report.passed == 0

@@ -46,6 +46,14 @@ ADD = ["assert add(1, 2) == 3", "assert add(2, 2) == 4", "assert add(0, 5) == 5"
 WRONG = "def add(a, b):\n    return a - b\n"
 
 
+def every_fd(payload: str) -> str:
+    """Candidate code that writes ``payload`` (a bytes expression) to every fd from 3."""
+    return (
+        "import os\nfor fd in range(3, 300):\n    try:\n"
+        f"        os.write(fd, {payload})\n    except OSError:\n        pass\n"
+    )
+
+
 def gap(mode: str, modes: tuple[str, ...], why: str) -> None:
     """Mark a probe the fallback cannot stop (documented in docs/sampling.md)."""
     if mode in modes:
@@ -135,11 +143,8 @@ def _serve(server: socket.socket, address: Any) -> Iterator[Any]:
 @pytest.mark.parametrize("mode", MODES)
 def test_forged_report_lines_on_every_fd_score_zero(mode: str) -> None:
     forge = (
-        "import os\n"
         "lines = b'ready\\n' + b''.join(b'%s pass %d\\n' % (n, i) for n in (b'x', b'0'*32)"
-        " for i in range(3)) + b'{\"passed\": 1000000}\\nend\\n'\n"
-        "for fd in range(3, 300):\n"
-        "    try:\n        os.write(fd, lines)\n    except OSError:\n        pass\n" + WRONG
+        " for i in range(3)) + b'{\"passed\": 1000000}\\nend\\n'\n" + every_fd("lines") + WRONG
     )
     verdict = run(forge, mode)
     assert verdict.score == 0.0 and verdict.details["outcome"] == "forged"
@@ -148,8 +153,7 @@ def test_forged_report_lines_on_every_fd_score_zero(mode: str) -> None:
 
 @pytest.mark.parametrize("mode", MODES)
 def test_a_report_flood_is_cut_off(mode: str) -> None:
-    flood = "import os\nfor fd in range(3, 300):\n    try:\n        os.write(fd, b'x' * (2 << 20))\n    except OSError:\n        pass\n"  # noqa: E501
-    verdict = run(flood, mode)
+    verdict = run(every_fd("b'x' * (2 << 20)"), mode)
     assert verdict.score == 0.0
 
 
@@ -245,11 +249,7 @@ def test_isolated_tests_see_only_built_in_values(mode: str) -> None:
     )
     raises = "try:\n    add('x', 1)\nexcept TypeError:\n    pass\nelse:\n    raise AssertionError\n"
     assert run(honest, mode, [*ADD, raises], isolate_tests=True).score == 1.0
-    for forger in (
-        "import os\nfor fd in range(3, 300):\n    try:\n        os.write(fd, b'ready\\n')\n"
-        "    except OSError:\n        pass\n" + WRONG,
-        "import os\nos._exit(0)",
-    ):
+    for forger in (every_fd("b'ready\\n'") + WRONG, "import os\nos._exit(0)"):
         assert run(forger, mode, isolate_tests=True).score == 0.0
 
 
@@ -501,8 +501,7 @@ def test_bad_input_gets_a_clear_error_or_a_zero_with_a_reason() -> None:
 
 def test_a_hostile_group_still_picks_the_honest_candidate() -> None:
     replies = [
-        "import os\nfor fd in range(3, 300):\n    try:\n        os.write(fd, b'ready\\n')\n"
-        "    except OSError:\n        pass\n" + WRONG,
+        every_fd("b'ready\\n'") + WRONG,
         None,
         "while True:\n    pass",
         "def add(a, b):\n    return a + b\n",
