@@ -158,9 +158,9 @@ def warn_fallback_once(mode: str) -> None:
     """Say once per process that the strong sandbox is missing and which one runs."""
     warnings.warn(
         "code_verifier: bubblewrap (`bwrap`) is unavailable; candidates run in the "
-        f"weaker {mode!r} sandbox (it cannot stop reads of host files the user can read, "
-        "nor every way to start a process). Install bubblewrap, or pass "
-        "network='bwrap' to refuse to run without it.",
+        f"weaker {mode!r} sandbox (an audit hook that a determined candidate can undo, "
+        "no cap on total disk use). Install bubblewrap (apt-get install bubblewrap), "
+        "or pass network='bwrap' to refuse to run without it.",
         RuntimeWarning,
         stacklevel=4,
     )

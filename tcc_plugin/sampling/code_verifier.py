@@ -15,7 +15,11 @@ docs/sampling.md, "The code verifier's sandbox"):
 
 The verdict: the harness reports each test over a pipe the parent opened before the
 candidate ran; the parent counts the results itself (each test once, in order, with a
-per-run nonce), reads nothing after the end and clamps the score to [0, 1]. Limits per
+per-run nonce), reads nothing after the end and clamps the score to [0, 1]. With
+``isolate_tests=True`` the tests run in a second sandbox that only calls the
+candidate's functions and gets back built-in values: its verdict cannot be forged even
+by code that reads the harness's memory. Tests get ``strict_equal`` against permissive
+``__eq__``. Limits per
 verification: wall time, CPU time, processes and total memory (a cgroup where one can
 be made, else rlimits set hard), disk (tmpfs size), file size and output read back.
 
