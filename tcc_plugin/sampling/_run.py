@@ -105,7 +105,15 @@ class Run:
         env = {"LANG": "C.UTF-8", "PATH": "/usr/bin:/bin", "PYTHONHASHSEED": "0"}
         # Root without a cgroup: RLIMIT_NPROC does not bind, so in bubblewrap too the
         # hook refuses new processes (and ctypes, which would bypass it).
-        uncapped = os.geteuid() == 0 and not cgroup_roots()
+        if cgroup_roots():
+            try:
+                self.cgroup = Cgroup(
+                    max_processes=verifier.max_processes,
+                    memory_bytes=verifier.memory_mb * 1024 * 1024,
+                )
+            except OSError:  # e.g. a controller refused the limit: rlimits only
+                self.cgroup = None
+        uncapped = os.geteuid() == 0 and self.cgroup is None
         audit = "full" if self.mode != "bwrap" else ("processes" if uncapped else "off")
         read_roots: list[str] = []
         write_roots: list[str] = []
@@ -127,9 +135,7 @@ class Run:
             self.prefix = [*(ns or ()), real]
             self.env = {**env, "HOME": root, "TMPDIR": root, **verifier.env}
             self.cwd = root
-        self.process_cap = (
-            "cgroup" if cgroup_roots() else ("refused" if audit != "off" else "rlimit")
-        )
+        self.process_cap = "cgroup" if self.cgroup else ("refused" if audit != "off" else "rlimit")
         base = {
             "memory": verifier.memory_mb * 1024 * 1024,
             "cpu": math.ceil(verifier.timeout) + 1,
@@ -161,11 +167,6 @@ class Run:
         else:
             job = {**base, "role": "inline", "code": code, "tests": tests, "nonce": self.nonce}
             self.parts = [_Part(self, job, reads_output=True)]
-        if cgroup_roots():
-            self.cgroup = Cgroup(
-                max_processes=verifier.max_processes,
-                memory_bytes=verifier.memory_mb * 1024 * 1024,
-            )
 
     @property
     def reporter(self) -> _Part:
