@@ -94,9 +94,25 @@ def bwrap_path() -> str | None:
     return found if done.returncode == 0 else None
 
 
-def bwrap_available() -> bool:
-    """Whether the bubblewrap sandbox works on this machine."""
-    return bwrap_path() is not None
+def bwrap_available(python: str = sys.executable) -> bool:
+    """Whether the bubblewrap sandbox works on this machine, for ``python``: bwrap runs,
+    and the interpreter starts inside the sandbox built for it (checked once)."""
+    return bwrap_path() is not None and _starts_in_bwrap(python)
+
+
+@functools.cache
+def _starts_in_bwrap(python: str) -> bool:
+    try:
+        command = bwrap_command(python, disk_bytes=1 << 20, expose=(), env={})
+        done = subprocess.run(
+            [*command, "-I", "-S", "-B", "-c", "import marshal, resource, _signal"],
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, ValueError, subprocess.SubprocessError, SandboxUnavailable):
+        return False
+    return done.returncode == 0
 
 
 def bwrap_command(

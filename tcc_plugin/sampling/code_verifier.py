@@ -33,6 +33,7 @@ import contextlib
 import math
 import os
 import re
+import shutil
 import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -139,14 +140,17 @@ class code_verifier(Verifier):
             raise ValueError("memory_mb must be >= 32 (the interpreter itself needs some)")
         if max_processes < 1 or disk_mb < 1 or output_mb < 1:
             raise ValueError("max_processes, disk_mb and output_mb must be >= 1")
+        if shutil.which(python) is None:
+            raise ValueError(f"python={python!r} is not an executable interpreter")
         if not sys.platform.startswith("linux"):
             raise SandboxUnavailable("code_verifier's sandboxes need Linux (namespaces, memfd)")
         if network not in ("auto", "bwrap", "namespace", "audit"):
             raise ValueError("network must be 'auto', 'bwrap', 'namespace' or 'audit'")
-        if network == "bwrap" and not bwrap_available():
+        if network == "bwrap" and not bwrap_available(python):
             raise SandboxUnavailable(
-                "network='bwrap' needs bubblewrap: `apt-get install bubblewrap` "
-                "(and user namespaces allowed); or choose network='auto'"
+                "network='bwrap' needs bubblewrap (`apt-get install bubblewrap`, user "
+                f"namespaces allowed) and {python!r} able to start in it; or choose "
+                "network='auto'"
             )
         if network == "namespace" and not namespace_sandbox_available():
             raise SandboxUnavailable(
@@ -169,7 +173,7 @@ class code_verifier(Verifier):
         """The sandbox a verification runs in now (``auto`` resolved)."""
         if self.network != "auto":
             return self.network
-        if bwrap_available():
+        if bwrap_available(self.python):
             return "bwrap"
         fallback: NetworkMode = "namespace" if namespace_sandbox_available() else "audit"
         warn_fallback_once(fallback)

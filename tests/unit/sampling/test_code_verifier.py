@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
 import threading
 import uuid
@@ -279,6 +280,12 @@ def test_arguments_are_checked() -> None:
         code_verifier("assert True", network="none")  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         code_verifier("assert True", max_processes=0)
+    with pytest.raises(ValueError, match="not an executable"):
+        code_verifier("assert True", python="/nonexistent/python3")
+    not_python = shutil.which("true")
+    assert not_python is not None
+    with pytest.raises(SandboxUnavailable, match="able to start"):
+        code_verifier("assert True", network="bwrap", python=not_python)
     assert "1 tests" in repr(code_verifier("assert True"))
 
 
