@@ -383,3 +383,22 @@ def test_the_parent_counts_each_test_once_in_order(lines: list[str]) -> None:
         assert f"{NONCE} end" in lines and f"{NONCE} start" in lines
     if not any(line.startswith(NONCE) for line in lines):
         assert report.passed == 0
+
+
+@pytest.mark.skipif(not bwrap_available(), reason="no bwrap")
+def test_the_strong_sandbox_has_no_privileges_and_sees_almost_nothing() -> None:
+    status = "STATUS = dict(l.split(':\\t', 1) for l in open('/proc/self/status').read().splitlines() if ':\\t' in l)"  # noqa: E501
+    tests = [
+        "assert STATUS['Uid'].split() == ['65534'] * 4",
+        "assert int(STATUS['CapEff'], 16) == 0 and int(STATUS['CapBnd'], 16) == 0",
+        "assert STATUS['NoNewPrivs'].strip() == '1'",
+        "import os\nassert os.getpid() < 10  # its own PID namespace",
+        "import os\nassert not os.path.exists('/home') and not os.path.exists('/etc/passwd')",
+        "import os\nassert len([p for p in os.listdir('/proc') if p.isdigit()]) <= 3",
+        "import os, socket\nassert [n for _, n in socket.if_nameindex()] == ['lo']",
+        "try:\n    import ctypes\n"
+        "except PermissionError:\n    pass  # root without a cgroup: no native code at all\n"
+        "else:\n    assert ctypes.CDLL(None).unshare(0x10000000) == -1  # CLONE_NEWUSER",
+    ]
+    verdict = code_verifier(tests, network="bwrap", timeout=GUARD).verify(cand(status))
+    assert verdict.score == 1.0, verdict.details["failures"]
