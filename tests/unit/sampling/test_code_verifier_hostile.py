@@ -432,9 +432,9 @@ def test_memory_is_capped_in_total_not_only_per_process(mode: str) -> None:
     )
     verdict = run(code, mode, timeout=6.0, memory_mb=256)
     assert verdict.score == 0.0
-    if mode == "bwrap":
+    if mode == "bwrap" and verdict.details["process_cap"] == "cgroup":
         assert verdict.details["outcome"] == "memory", verdict.details
-    else:  # the fallbacks' audit hook refuses os.fork before anything is allocated
+    else:  # the audit hook refuses os.fork before anything is allocated
         assert "os.fork is not allowed" in verdict.details["error"]
 
 
