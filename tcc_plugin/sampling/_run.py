@@ -49,7 +49,7 @@ class _Part:
     def __init__(self, run: Run, job: dict[str, Any], *, reads_output: bool) -> None:
         self.run = run
         self.reads_output = reads_output
-        self.job_fd = run.fd(os.memfd_create("tcc-job", 0))  # no path to replace
+        self.job_fd = run.fd(os.memfd_create("tcc-job"))  # no path to replace
         os.write(self.job_fd, marshal.dumps(job))
         os.lseek(self.job_fd, 0, os.SEEK_SET)
         self.report_r, self.report_w = (run.fd(fd) for fd in os.pipe())

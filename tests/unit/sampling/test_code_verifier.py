@@ -402,3 +402,15 @@ def test_the_strong_sandbox_has_no_privileges_and_sees_almost_nothing() -> None:
     ]
     verdict = code_verifier(tests, network="bwrap", timeout=GUARD).verify(cand(status))
     assert verdict.score == 1.0, verdict.details["failures"]
+
+
+@pytest.mark.parametrize("isolate", [False, True])
+def test_concurrent_verifications_keep_their_own_verdicts(isolate: bool) -> None:
+    """Threads verifying at once never see each other's pipes or reports."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    v = code_verifier(ADD_TESTS, timeout=GUARD, isolate_tests=isolate)
+    codes = [f"def add(a, b):\n    return a + b + {k % 3 == 0}" for k in range(9)]
+    with ThreadPoolExecutor(6) as pool:
+        scores = list(pool.map(lambda c: v.verify(cand(c)).score, codes))
+    assert scores == [0.0 if k % 3 == 0 else 1.0 for k in range(9)]
