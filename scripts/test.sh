@@ -8,5 +8,7 @@ ruff check .
 echo "== mypy --strict (tcc_plugin, exporters, integrations)"
 # Checked as the installed package so the exporters/ and integrations/ mapping resolves.
 (cd "$(mktemp -d)" && mypy --strict -p tcc_plugin)
+echo "== system packages"
+bash "$ROOT/scripts/install-system-deps.sh"
 echo "== pytest"
 pytest "$@"

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from tcc_plugin.sampling.admission import worst_case
 from tcc_plugin.sampling.api import abest_of_n, aself_consistency, best_of_n, self_consistency
-from tcc_plugin.sampling.code_verifier import code_verifier, extract_code
+from tcc_plugin.sampling.code_verifier import SandboxUnavailable, code_verifier, extract_code
 from tcc_plugin.sampling.extract import (
     Extractor,
     boxed,
@@ -62,6 +62,7 @@ __all__ = [
     "SampleContext",
     "SamplingResult",
     "SamplingState",
+    "SandboxUnavailable",
     "StopRule",
     "Tally",
     "Verdict",

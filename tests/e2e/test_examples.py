@@ -68,3 +68,20 @@ def test_self_hosted_example(tmp_path: Path) -> None:
         <= chat[0]["attributes"]["gen_ai.usage.output_tokens"]
     )
     assert all(s["attributes"]["tcc.cost.usd"] > 0 for s in calls)
+
+
+def test_code_verifier_sandbox_example(tmp_path: Path) -> None:
+    for extra in ([], ["--isolate-tests"]):
+        out = subprocess.run(
+            [sys.executable, str(EXAMPLES / "code_verifier_sandbox.py"), *extra],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            timeout=120,
+        )
+        assert out.returncode == 0, out.stderr
+        lines = out.stdout.splitlines()
+        scores = [line.split("score ")[1].split()[0] for line in lines if "score" in line][:6]
+        # wrong (2 of 3 tests), reward hacker, forger, host prober, runaway, correct
+        assert scores == ["0.67", "0.00", "0.00", "0.00", "0.00", "1.00"], out.stdout
+        assert "timeout" in lines[4] and "winner: candidate 5, score 1.00" in out.stdout

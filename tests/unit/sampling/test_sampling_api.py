@@ -13,6 +13,7 @@ PUBLIC = [
     "SampleContext",
     "SamplingResult",
     "SamplingState",
+    "SandboxUnavailable",
     "StopRule",
     "Tally",
     "Verdict",
