@@ -467,8 +467,9 @@ def _budget_attributes(reservation: Reservation) -> dict[str, AttributeValue]:
         attrs[names.BUDGET_NAME] = inner.name
     if reservation.charge.output_tokens:
         attrs[names.BUDGET_RESERVED_OUTPUT_TOKENS] = reservation.charge.output_tokens
-    spent = inner.spent
-    remaining = inner.remaining()
+    snapshot = inner.snapshot()  # no round trip: a shared budget's last known account
+    spent = snapshot.spent
+    remaining = inner.remaining_of(snapshot)
     for key, limit in inner.limits.items():
         attrs[names.BUDGET_LIMIT_PREFIX + key] = _number(limit)
         attrs[names.BUDGET_SPENT_PREFIX + key] = _number(spent.get(key))
