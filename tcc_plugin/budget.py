@@ -65,7 +65,6 @@ Period = Literal["daily", "monthly"]
 LIMITS = DIMENSIONS
 
 
-
 class Budget:
     """Limits on what the calls inside a scope may consume, and their ledger.
 
@@ -364,4 +363,3 @@ def using(budgets: tuple[Budget, ...]) -> Iterator[None]:
         yield
     finally:
         _ACTIVE.reset(token)
-

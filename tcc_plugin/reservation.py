@@ -31,6 +31,7 @@ _ACTIVE: contextvars.ContextVar[tuple[Budget, ...]] = contextvars.ContextVar(
 _TOKENS_AND_USD = ("total_tokens", "output_tokens", "reasoning_tokens", "usd")
 _USD_ONLY = ("usd",)
 
+
 @dataclass(frozen=True, slots=True)
 class Demand:
     """What a call may consume at worst, for a reservation.
@@ -74,8 +75,6 @@ class Demand:
                 and (self.worst_usd(self.max_output_tokens, self.max_reasoning_tokens) is not None)
             )
         return self.max_output_tokens is not None
-
-
 
     def unbounded(self) -> tuple[str, ...]:
         """The limits whose worst case is unknown: checked after the call, and refused
@@ -235,8 +234,6 @@ def _largest_affordable(
         else:
             hi = mid
     return max(lo, 0)
-
-
 
 
 def reserve(demand: Demand, budgets: tuple[Budget, ...] | None = None) -> Reservation:
