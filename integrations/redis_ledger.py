@@ -33,7 +33,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 try:
     import redis
-    from redis.backoff import ExponentialBackoff
+    from redis.backoff import NoBackoff
     from redis.retry import Retry
 except ImportError as exc:  # pragma: no cover - exercised without the extra
     raise ImportError(
@@ -61,6 +61,7 @@ _PICO = Decimal(10) ** 12  # USD is kept in units of 1e-12 dollars, exact intege
 _KEY = re.compile(r"^[\w./:@+=-]{1,200}$")
 _UNREACHABLE = (redis.ConnectionError, redis.TimeoutError)
 _ZERO_SNAPSHOT = Snapshot(Charge(), Charge(), 0)
+_RELEASE = Charge()
 
 
 def _pico(usd: Decimal) -> int:
@@ -152,8 +153,9 @@ class RedisLedger:
                     url,
                     socket_timeout=socket_timeout,
                     socket_connect_timeout=socket_timeout,
-                    retry=Retry(ExponentialBackoff(cap=0.1, base=0.005), 1),
-                    retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+                    # No blind resends: whether a lost reply was held is decided here
+                    # (a reserve is journalled for release, a settle retried by lease).
+                    retry=Retry(NoBackoff(), 0),
                 )
             except ValueError as exc:
                 raise ValueError(f"malformed Redis URL {_redact(url)!r}: {exc}") from None
@@ -222,18 +224,20 @@ class RedisLedger:
         with self._lock:
             return len(self._journal)
 
-    def _journalize(self, entry: _Entry) -> None:
+    def _journalize(self, entry: _Entry, *, quiet: bool = False) -> None:
         with self._lock:
             self._journal.append(entry)
             if self._journal_path is not None:
                 with self._journal_path.open("a") as f:
                     f.write(entry.to_json() + "\n")
+        self._ensure_renewer()
+        if quiet:
+            return
         logger.warning(
             "tcc_plugin: Redis unreachable at %s; settlement of lease %s journalled for replay",
             self.where,
             entry.lease,
         )
-        self._ensure_renewer()
 
     def replay(self) -> int:
         """Deliver journalled settlements (in order) until one fails; returns how many
@@ -427,8 +431,9 @@ class RedisAccount:
                 or not isinstance(exc, _UNREACHABLE)
                 or isinstance(exc, redis.AuthenticationError)
             ):
+                self._release_if_ambiguous(base, lease, exc)
                 raise error from exc
-            return self._reserve_offline(budget, base, lease, need, unbounded, error)
+            return self._reserve_offline(budget, base, lease, need, unbounded, exc, error)
         tag = _text(reply[0])
         if tag == "conflict":
             dim, stored, given, open_ = (_text(v) for v in reply[1:5])
@@ -450,6 +455,7 @@ class RedisAccount:
         lease: str,
         need: Charge,
         unbounded: tuple[str, ...],
+        cause: redis.RedisError,
         error: BudgetUnavailable,
     ) -> _Hold:
         caps = self.ledger.fail_open or ()
@@ -468,9 +474,18 @@ class RedisAccount:
                     budget_name=f"{self.name} (local cap while Redis is away)",
                 )
         if limit is not None:
+            self._release_if_ambiguous(base, lease, cause)
             raise refusal from error
         logger.warning("tcc_plugin: %s; running under the local fail_open cap", error)
         return _Hold(base, lease, need, offline=True)
+
+    def _release_if_ambiguous(self, base: str, lease: str, exc: BaseException) -> None:
+        """A reservation lost on the way back (not refused at connect) may have been
+        held by Redis: journal its release, so it returns when Redis does rather than
+        when its lease expires. (Settling an offline call's lease later does the same.)"""
+        if isinstance(exc, redis.ConnectionError) and "connecting to" in str(exc):
+            return  # the request never reached Redis
+        self.ledger._journalize(_Entry(base, lease, _RELEASE), quiet=True)
 
     def settle(self, hold: object, actual: Charge) -> None:
         assert isinstance(hold, _Hold)

@@ -83,6 +83,8 @@ RESERVE = (
 local id, ttl, at = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local now = now_ms()
 sweep(now)
+-- A resend of a reservation whose reply was lost holds nothing twice.
+if redis.call('HEXISTS', holds, id) == 1 then return state('ok') end
 if redis.call('HEXISTS', acct, 'caps') == 1 then
   for i, d in ipairs(DIMS) do
     local stored = redis.call('HGET', acct, 'cap:' .. d) or ''
