@@ -28,9 +28,11 @@ from types import TracebackType
 from typing import Literal
 
 from tcc_plugin import _scopes
+from tcc_plugin.adapter import AttributeValue
 from tcc_plugin.errors import BudgetExceeded
 from tcc_plugin.ledger import (
     DIMENSIONS,
+    LEDGER_LOCK,
     MEMORY,
     Charge,
     Ledger,
@@ -45,6 +47,7 @@ from tcc_plugin.reservation import (
     active_budgets,
     reserve,
 )
+from tcc_plugin.telemetry import names
 
 __all__ = [
     "LIMITS",
@@ -62,6 +65,11 @@ __all__ = [
 ]
 
 Period = Literal["daily", "monthly"]
+
+
+def _number(value: int | Decimal) -> int | float:
+    return float(value) if isinstance(value, Decimal) else value
+
 LIMITS = DIMENSIONS
 
 
@@ -135,6 +143,19 @@ class Budget:
         self._caps = tuple(
             (i, k, self.limits[k]) for i, k in enumerate(DIMENSIONS) if k in self.limits
         )
+        # Span attribute names and values per limit, built once (a call reports them all).
+        self._report = tuple(
+            (
+                i,
+                limit,
+                names.BUDGET_LIMIT_PREFIX + limit,
+                names.BUDGET_SPENT_PREFIX + limit,
+                names.BUDGET_REMAINING_PREFIX + limit,
+                cap,
+                _number(cap),
+            )
+            for i, limit, cap in self._caps
+        )
         self.deadline = deadline
         self.policy: Policy = policy
         self.min_output_tokens = min_output_tokens
@@ -197,6 +218,24 @@ class Budget:
             rest = cap - spent.get(limit) - reserved.get(limit)
             left[limit] = rest if rest > 0 else type(rest)(0)
         return left
+
+    def report(self, attrs: dict[str, AttributeValue]) -> None:
+        """Add each limit, and what is spent and remaining of it, to span ``attrs``
+        (a shared budget: as of its last round trip)."""
+        if self._local is not None:
+            with LEDGER_LOCK:
+                spent = list(self._local.spent)
+                reserved = list(self._local.reserved)
+        else:
+            snap = self._account.snapshot()
+            spent = list(snap.spent.values())
+            reserved = list(snap.reserved.values())
+        for i, _, limit_name, spent_name, remaining_name, cap, number in self._report:
+            used = spent[i]
+            rest = cap - used - reserved[i]
+            attrs[limit_name] = number
+            attrs[spent_name] = _number(used)
+            attrs[remaining_name] = _number(rest) if rest > 0 else 0
 
     def elapsed(self) -> float:
         """Seconds since the budget was first entered (0 before)."""

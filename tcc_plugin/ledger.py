@@ -172,21 +172,29 @@ class MemoryAccount:
         return None
 
     def hold(self, need: tuple[int | Decimal, ...]) -> None:
+        # Unrolled: this runs on every budgeted call.
         r = self.reserved
-        for i in range(5):
-            if need[i]:
-                r[i] += need[i]
+        r[0] += need[0]
+        r[1] += need[1]
+        r[2] += need[2]
+        r[3] += need[3]
+        r[4] += need[4]
         self.in_flight += 1
 
     def settle_locked(
         self, held: tuple[int | Decimal, ...], actual: tuple[int | Decimal, ...]
     ) -> None:
         r, s = self.reserved, self.spent
-        for i in range(5):
-            if held[i]:
-                r[i] -= held[i]
-            if actual[i]:
-                s[i] += actual[i]
+        r[0] -= held[0]
+        r[1] -= held[1]
+        r[2] -= held[2]
+        r[3] -= held[3]
+        r[4] -= held[4]
+        s[0] += actual[0]
+        s[1] += actual[1]
+        s[2] += actual[2]
+        s[3] += actual[3]
+        s[4] += actual[4]
         self.in_flight -= 1
 
     def used_locked(self, limit: str) -> int | Decimal:

@@ -30,6 +30,7 @@ _ACTIVE: contextvars.ContextVar[tuple[Budget, ...]] = contextvars.ContextVar(
 )
 _TOKENS_AND_USD = ("total_tokens", "output_tokens", "reasoning_tokens", "usd")
 _USD_ONLY = ("usd",)
+_NOTHING: tuple[int | Decimal, ...] = ZERO.values()
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,12 +119,13 @@ class Reservation:
         outcome: str,
         locals_: tuple[MemoryAccount, ...] = (),
         shared: tuple[tuple[Account, object], ...] = (),
+        values: tuple[int | Decimal, ...] | None = None,
     ) -> None:
         self.budgets = budgets
         self.charge = charge
         self.clamp = clamp
         self.outcome = outcome
-        self._held = charge.values()
+        self._held = values if values is not None else charge.values()
         self._locals = locals_
         self._shared = shared
         self._settled = False
@@ -139,10 +141,11 @@ class Reservation:
             if self._settled:
                 return False
             self._settled = True
-            values = actual.values()
-            held = self._held
-            for account in self._locals:
-                account.settle_locked(held, values)
+            if self._locals:
+                values = actual.values()
+                held = self._held
+                for account in self._locals:
+                    account.settle_locked(held, values)
         for shared, hold in self._shared:
             shared.settle(hold, actual)  # never raises: a shared ledger journals on failure
         return True
@@ -248,11 +251,13 @@ def reserve(demand: Demand, budgets: tuple[Budget, ...] | None = None) -> Reserv
     if not chain:
         return Reservation((), ZERO, None, "unbudgeted")
     for b in chain:
-        b.start()
-        left = b.time_left()
-        if left is not None and left <= 0:
-            with LEDGER_LOCK:
-                raise b._refusal("deadline", ZERO)
+        if b._started is None:
+            b.start()
+        if b.deadline is not None:
+            left = b.time_left()
+            if left is not None and left <= 0:
+                with LEDGER_LOCK:
+                    raise b._refusal("deadline", ZERO)
     try:
         return _reserve(chain, demand, retried=False)
     except _SharedRefusal:
@@ -268,31 +273,33 @@ class _SharedRefusal(BudgetExceeded):
 
 def _reserve(chain: tuple[Budget, ...], demand: Demand, *, retried: bool) -> Reservation:
     unbounded = demand.unbounded()
+    need = demand.charge(demand.max_output_tokens, demand.max_reasoning_tokens)
+    values = need.values()
     locals_: list[MemoryAccount] = []
     shared: list[Budget] = []
-    for b in chain:
-        if b._local is not None:
-            locals_.append(b._local)
-        else:
-            shared.append(b)
+    clamp: Clamp | None = None
+    outcome = "ok"
     with LEDGER_LOCK:
-        need = demand.charge(demand.max_output_tokens, demand.max_reasoning_tokens)
-        values = need.values()
-        clamp: Clamp | None = None
-        outcome = "ok"
+        fits = True
+        for b in chain:
+            account = b._local
+            if account is None:
+                shared.append(b)
+            else:
+                locals_.append(account)
+                if fits and b._caps and account.over(b._caps, values, unbounded) is not None:
+                    fits = False
         # Shared budgets are judged by their store, except on a retry after one refused:
         # then their snapshots are fresh from that refusal and size the clamp.
-        judged = chain if retried else tuple(b for b in chain if b._local is not None)
-        if any(
-            b._local.over(b._caps, values, unbounded)
-            for b in judged
-            if b._caps and b._local is not None
-        ) or (retried and _violations(tuple(shared), need, unbounded)):
+        if not fits or (retried and _violations(tuple(shared), need, unbounded)):
+            judged = chain if retried else tuple(b for b in chain if b._local is not None)
             need, clamp = _clamped(judged, demand, need, unbounded)
             values = need.values()
             outcome = "clamped"
         for account in locals_:
             account.hold(values)
+    if not shared:
+        return Reservation(chain, need, clamp, outcome, tuple(locals_), (), values)
     held: list[tuple[Account, object]] = []
     try:
         for b in shared:
@@ -300,7 +307,7 @@ def _reserve(chain: tuple[Budget, ...], demand: Demand, *, retried: bool) -> Res
     except BaseException as exc:
         with LEDGER_LOCK:
             for account in locals_:
-                account.settle_locked(values, ZERO.values())
+                account.settle_locked(values, _NOTHING)
         for store, hold in held:
             store.settle(hold, ZERO)
         if (
@@ -319,7 +326,7 @@ def _reserve(chain: tuple[Budget, ...], demand: Demand, *, retried: bool) -> Res
                 budget_name=exc.budget_name,
             ) from exc
         raise
-    return Reservation(chain, need, clamp, outcome, tuple(locals_), tuple(held))
+    return Reservation(chain, need, clamp, outcome, tuple(locals_), tuple(held), values)
 
 
 def _clamped(
