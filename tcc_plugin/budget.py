@@ -70,6 +70,7 @@ Period = Literal["daily", "monthly"]
 def _number(value: int | Decimal) -> int | float:
     return float(value) if isinstance(value, Decimal) else value
 
+
 LIMITS = DIMENSIONS
 
 

@@ -16,7 +16,15 @@ from typing import TYPE_CHECKING, Literal
 
 from tcc_plugin.adapter import Clamp
 from tcc_plugin.errors import BudgetExceeded
-from tcc_plugin.ledger import LEDGER_LOCK, ZERO, Account, Charge, MemoryAccount, Snapshot
+from tcc_plugin.ledger import (
+    LEDGER_LOCK,
+    ZERO,
+    Account,
+    Charge,
+    MemoryAccount,
+    Snapshot,
+    charge,
+)
 
 if TYPE_CHECKING:
     from tcc_plugin.budget import Budget
@@ -30,12 +38,14 @@ _ACTIVE: contextvars.ContextVar[tuple[Budget, ...]] = contextvars.ContextVar(
 )
 _TOKENS_AND_USD = ("total_tokens", "output_tokens", "reasoning_tokens", "usd")
 _USD_ONLY = ("usd",)
+_NO_USD = Decimal(0)
 _NOTHING: tuple[int | Decimal, ...] = ZERO.values()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built on every call, and never changed once built
 class Demand:
-    """What a call may consume at worst, for a reservation.
+    """What a call may consume at worst, for a reservation (a value: never mutated;
+    :func:`dataclasses.replace` makes a changed copy).
 
     ``max_output_tokens`` and ``max_reasoning_tokens`` are per choice (``None``:
     unknown); ``calls`` is 1, or 0 for a retry of a call already counted;
@@ -57,12 +67,9 @@ class Demand:
         if output is None:
             return Charge(total_tokens=self.input_tokens, usd=usd or Decimal(0), calls=self.calls)
         thinking = output if reasoning is None else min(reasoning, output)
-        return Charge(
-            total_tokens=self.input_tokens + output * self.choices,
-            output_tokens=output * self.choices,
-            reasoning_tokens=thinking * self.choices,
-            usd=usd or Decimal(0),
-            calls=self.calls,
+        n = self.choices
+        return charge(
+            self.input_tokens + output * n, output * n, thinking * n, usd or _NO_USD, self.calls
         )
 
     def bounded(self, limit: str) -> bool:
