@@ -59,11 +59,21 @@ local function sweep(now)
   end
 end
 
+local FIELDS = {}
+for _, d in ipairs(DIMS) do FIELDS[#FIELDS + 1] = 'spent:' .. d end
+for _, d in ipairs(DIMS) do FIELDS[#FIELDS + 1] = 'held:' .. d end
+FIELDS[#FIELDS + 1] = 'inflight'
+
+-- spent x5, held x5, in flight: one HMGET
+local function account()
+  local values = redis.call('HMGET', acct, unpack(FIELDS))
+  for i = 1, #FIELDS do values[i] = values[i] or '0' end
+  return values
+end
+
 local function state(tag)
   local out = {tag}
-  for _, d in ipairs(DIMS) do out[#out + 1] = redis.call('HGET', acct, 'spent:' .. d) or '0' end
-  for _, d in ipairs(DIMS) do out[#out + 1] = redis.call('HGET', acct, 'held:' .. d) or '0' end
-  out[#out + 1] = redis.call('HGET', acct, 'inflight') or '0'
+  for _, v in ipairs(account()) do out[#out + 1] = v end
   return out
 end
 
@@ -85,25 +95,30 @@ local now = now_ms()
 sweep(now)
 -- A resend of a reservation whose reply was lost holds nothing twice.
 if redis.call('HEXISTS', holds, id) == 1 then return state('ok') end
-if redis.call('HEXISTS', acct, 'caps') == 1 then
-  for i, d in ipairs(DIMS) do
-    local stored = redis.call('HGET', acct, 'cap:' .. d) or ''
-    if stored ~= ARGV[3 + i] then
-      local open = redis.call('ZCARD', leases)
-      if open > 0 then return {'conflict', d, stored, ARGV[3 + i], tostring(open)} end
+local stored = redis.call('HMGET', acct, 'caps', 'cap:total_tokens', 'cap:output_tokens',
+                         'cap:reasoning_tokens', 'cap:usd', 'cap:calls')
+local same = stored[1] ~= false
+for i, d in ipairs(DIMS) do
+  local have = stored[1 + i] or ''
+  if have ~= ARGV[3 + i] then
+    same = false
+    if stored[1] and redis.call('ZCARD', leases) > 0 then
+      return {'conflict', d, have, ARGV[3 + i], tostring(redis.call('ZCARD', leases))}
     end
   end
 end
-for i, d in ipairs(DIMS) do
-  if ARGV[3 + i] == '' then redis.call('HDEL', acct, 'cap:' .. d)
-  else redis.call('HSET', acct, 'cap:' .. d, ARGV[3 + i]) end
+if not same then
+  for i, d in ipairs(DIMS) do
+    if ARGV[3 + i] == '' then redis.call('HDEL', acct, 'cap:' .. d)
+    else redis.call('HSET', acct, 'cap:' .. d, ARGV[3 + i]) end
+  end
+  redis.call('HSET', acct, 'caps', '1')
 end
-redis.call('HSET', acct, 'caps', '1')
+local now_values = account()
 for i, d in ipairs(DIMS) do
   local cap = ARGV[3 + i]
   if cap ~= '' then
-    local used = add(big(redis.call('HGET', acct, 'spent:' .. d)),
-                     big(redis.call('HGET', acct, 'held:' .. d)))
+    local used = add(big(now_values[i]), big(now_values[5 + i]))
     local c = big(cap)
     if gt(add(used, big(ARGV[8 + i])), c) or (ARGV[13 + i] == '1' and not gt(c, used)) then
       local out = state('refused')
