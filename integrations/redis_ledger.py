@@ -173,6 +173,7 @@ class RedisLedger:
         self._renew = client.register_script(redis_scripts.RENEW)
         self._read = client.register_script(redis_scripts.READ)
         self._lock = threading.Lock()
+        self._replaying = threading.Lock()
         self._leases: dict[str, dict[str, None]] = {}  # base -> live lease ids
         self._journal: list[_Entry] = []
         self._journal_path = Path(journal) if journal is not None else None
@@ -242,6 +243,14 @@ class RedisLedger:
     def replay(self) -> int:
         """Deliver journalled settlements (in order) until one fails; returns how many
         remain. Each is idempotent on the server: none is ever charged twice."""
+        if not self._replaying.acquire(blocking=False):
+            return self.pending  # another thread is replaying: entries go in order, once
+        try:
+            return self._replay()
+        finally:
+            self._replaying.release()
+
+    def _replay(self) -> int:
         with self._lock:
             entries = list(self._journal)
         delivered = 0

@@ -370,3 +370,26 @@ async def test_async_calls_share_the_budget(server: RedisServer) -> None:
         results = await asyncio.gather(*(acall() for _ in range(8)), return_exceptions=True)
     assert sum(isinstance(r, BudgetExceeded) for r in results) == 3
     assert b.spent.calls == 5 and b.spent.output_tokens == 35 and b.reserved.calls == 0
+
+
+def test_concurrent_replays_deliver_each_settlement_once(
+    persistent_server: RedisServer,
+) -> None:
+    server = persistent_server
+    ledger = RedisLedger(server.url, fail_open={"calls": 50}, settle_attempts=1)
+    call = model_call()
+    with tcc_plugin.budget(calls=100, key="replays", ledger=ledger) as b:
+        call(out=1)
+        server.stop()
+        for _ in range(20):
+            call(out=2)
+        assert ledger.pending == 20
+        server.start()
+        threads = [threading.Thread(target=ledger.replay) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        ledger.replay()
+        assert ledger.pending == 0
+        assert b.spent.calls == 21 and b.spent.output_tokens == 41
