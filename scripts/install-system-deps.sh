@@ -4,6 +4,7 @@
 set -euo pipefail
 NEEDED="
 bwrap bubblewrap
+redis-server redis-server
 "
 missing=()
 while read -r command package; do

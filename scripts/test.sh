@@ -2,6 +2,7 @@
 # The test command: installs what the tests need, then lint, types and the test suite.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/bootstrap.sh"
+bash "$ROOT/scripts/install-system-deps.sh"
 cd "$ROOT"
 echo "== ruff"
 ruff check .

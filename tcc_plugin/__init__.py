@@ -7,9 +7,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from tcc_plugin.budget import Budget, active_budgets, budget
+from tcc_plugin.budget import Budget, active_budgets, budget, shared_budget
 from tcc_plugin.decorator import llm_call
-from tcc_plugin.errors import BudgetExceeded, PriceUnknown, ResponseError, TCCError, UsageError
+from tcc_plugin.errors import (
+    BudgetExceeded,
+    BudgetUnavailable,
+    PriceUnknown,
+    ResponseError,
+    TCCError,
+    UsageError,
+)
 from tcc_plugin.forcing import ForcingResult, abudget_forcing, budget_forcing
 from tcc_plugin.instrument import instrument, thinking
 from tcc_plugin.pricing import GpuHourPrice, PriceBook, TokenPrice, default_price_book, set_price
@@ -29,6 +36,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Budget",
     "BudgetExceeded",
+    "BudgetUnavailable",
     "ForcingResult",
     "GpuHourPrice",
     "PriceBook",
@@ -55,6 +63,7 @@ __all__ = [
     "llm_call",
     "self_consistency",
     "set_price",
+    "shared_budget",
     "thinking",
 ]
 

@@ -6,6 +6,8 @@ from decimal import Decimal
 
 __all__ = [
     "BudgetExceeded",
+    "BudgetUnavailable",
+    "LedgerConflict",
     "PriceUnknown",
     "ResponseError",
     "ScoringFailed",
@@ -165,3 +167,29 @@ def _rebuild_budget_exceeded(
         needed=needed,
         budget_name=budget_name,
     )
+
+
+class BudgetUnavailable(TCCError):
+    """A shared budget's store cannot be reached (or refused our credentials), and its
+    ledger fails closed: the call is refused rather than run uncounted.
+
+    ``budget_name`` and ``where`` (the store, without credentials) say which budget and
+    where; the cause is chained."""
+
+    def __init__(self, budget_name: str | None, where: str, reason: str) -> None:
+        self.budget_name = budget_name
+        self.where = where
+        self.reason = reason
+        scope = f"budget {budget_name!r}" if budget_name else "a shared budget"
+        super().__init__(
+            f"{scope} is unavailable: {reason} ({where}); the call was refused "
+            "(the ledger fails closed; see docs/shared-budgets.md for fail_open)"
+        )
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (BudgetUnavailable, (self.budget_name, self.where, self.reason))
+
+
+class LedgerConflict(TCCError, ValueError):
+    """A shared budget's store disagrees with this process's budget: its key holds a
+    value of another type, or its caps were changed while reservations are open."""

@@ -633,17 +633,8 @@ def _budget_attributes(reservation: Reservation) -> dict[str, AttributeValue]:
         attrs[names.BUDGET_NAME] = inner.name
     if reservation.charge.output_tokens:
         attrs[names.BUDGET_RESERVED_OUTPUT_TOKENS] = reservation.charge.output_tokens
-    spent = inner.spent
-    remaining = inner.remaining()
-    for key, limit in inner.limits.items():
-        attrs[names.BUDGET_LIMIT_PREFIX + key] = _number(limit)
-        attrs[names.BUDGET_SPENT_PREFIX + key] = _number(spent.get(key))
-        attrs[names.BUDGET_REMAINING_PREFIX + key] = _number(remaining[key])
+    inner.report(attrs)  # no round trip: a shared budget reports its last known account
     return attrs
-
-
-def _number(value: int | Decimal) -> int | float:
-    return float(value) if isinstance(value, Decimal) else value
 
 
 # -- drivers ------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import tcc_plugin
 PUBLIC = [
     "Budget",
     "BudgetExceeded",
+    "BudgetUnavailable",
     "GpuHourPrice",
     "PriceBook",
     "PriceUnknown",
@@ -37,6 +38,7 @@ PUBLIC = [
     "llm_call",
     "self_consistency",
     "set_price",
+    "shared_budget",
     "thinking",
 ]
 

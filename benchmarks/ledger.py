@@ -1,0 +1,303 @@
+"""Ledger costs: the in-memory ledger and the Redis ledger (a real redis-server).
+
+Prints, with the median and spread of ``--repeats`` runs:
+- in-process reserve+settle pairs per second (in-memory ledger);
+- the time a budget adds to a decorated call with the OpenTelemetry SDK on (budgeted
+  minus unbudgeted, interleaved in one process; CPU time, so other load on the machine
+  counts less);
+- Redis: round trips per budgeted call (EVALSHA counted by the server), the latency a
+  Redis-budgeted call adds on loopback (p50/p99), reserve+settle pairs per second from
+  ``--processes`` processes, and how long a SIGKILL'd worker's lease takes to return.
+
+    python benchmarks/ledger.py [--repeats 5] [--processes 8] [--seconds 3]
+
+Needs ``redis-server`` on PATH (scripts/install-system-deps.sh) and the redis extra.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import multiprocessing
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from typing import Any
+
+
+def _setup_sdk() -> None:
+    from opentelemetry import metrics, trace
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+
+    trace.set_tracer_provider(TracerProvider())
+    metrics.set_meter_provider(MeterProvider(metric_readers=[InMemoryMetricReader()]))
+
+
+BODY = {
+    "id": "c",
+    "object": "chat.completion",
+    "model": "o3",
+    "choices": [{"index": 0, "finish_reason": "stop"}],
+    "usage": {
+        "prompt_tokens": 1000,
+        "completion_tokens": 600,
+        "prompt_tokens_details": {"cached_tokens": 400},
+        "completion_tokens_details": {"reasoning_tokens": 500},
+    },
+}
+
+
+def _decorated() -> Callable[..., Any]:
+    import tcc_plugin
+
+    def call(question: str, max_tokens: int = 2000) -> dict[str, Any]:
+        return BODY
+
+    return tcc_plugin.llm_call(model="o3", provider="openai")(call)
+
+
+def _spread(values: list[float]) -> str:
+    return f"median {statistics.median(values):.2f} (min {min(values):.2f}, max {max(values):.2f})"
+
+
+# -- in-process ---------------------------------------------------------------------------
+def memory_pairs_per_second(n: int) -> float:
+    import tcc_plugin
+    from tcc_plugin.budget import Charge, Demand, reserve
+
+    b = tcc_plugin.budget(usd=10**9, total_tokens=10**12, calls=10**9)
+    demand = Demand(
+        input_tokens=1000, max_output_tokens=2000, worst_usd=lambda o, r: Decimal("0.01")
+    )
+    actual = Charge(1600, 600, 500, Decimal("0.0062"), 1)
+    chain = (b,)
+    start = time.perf_counter()
+    for _ in range(n):
+        reserve(demand, chain).settle(actual)
+    return n / (time.perf_counter() - start)
+
+
+def added_us_per_call(fn: Callable[..., Any], scope: Callable[[], Any], calls: int) -> float:
+    def run(ctx: Any) -> float:
+        with ctx:
+            t = time.process_time()
+            for _ in range(calls):
+                fn("2+2?")
+            return (time.process_time() - t) / calls * 1e6
+
+    bare = run(contextlib.nullcontext())
+    return run(scope()) - bare
+
+
+# -- Redis --------------------------------------------------------------------------------
+@contextlib.contextmanager
+def redis_server() -> Iterator[str]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("redis-server is not installed (bash scripts/install-system-deps.sh)")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                tmp,
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        import redis
+
+        client = redis.Redis(port=port)
+        for _ in range(500):
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.01)
+        try:
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            proc.terminate()
+            proc.wait()
+
+
+def round_trips_per_call(url: str, calls: int) -> float:
+    import redis
+
+    import tcc_plugin
+    from tcc_plugin.integrations.redis_ledger import RedisLedger
+
+    fn = _decorated()
+    admin = redis.Redis.from_url(url)
+    with tcc_plugin.budget(calls=10**9, key="rtt", ledger=RedisLedger(url)):
+        fn("warm")
+        before = admin.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
+        for _ in range(calls):
+            fn("x")
+        after = admin.info("commandstats")["cmdstat_evalsha"]["calls"]
+    return (after - before) / calls
+
+
+def redis_latency_us(url: str, calls: int) -> tuple[float, float, float]:
+    """The p50 a Redis budget adds to a call, and the p99 with and without it (a p99
+    difference is noise on a shared machine)."""
+    import tcc_plugin
+    from tcc_plugin.integrations.redis_ledger import RedisLedger
+
+    fn = _decorated()
+    ledger = RedisLedger(url)
+
+    def timings(ctx: Any) -> list[float]:
+        out = []
+        with ctx:
+            for _ in range(calls):
+                t = time.perf_counter()
+                fn("x")
+                out.append((time.perf_counter() - t) * 1e6)
+        return sorted(out)
+
+    bare = timings(contextlib.nullcontext())
+    shared = timings(tcc_plugin.budget(usd=10**9, calls=10**9, key="lat", ledger=ledger))
+
+    def pct(xs: list[float], p: float) -> float:
+        return xs[min(len(xs) - 1, int(p * len(xs)))]
+
+    return pct(shared, 0.5) - pct(bare, 0.5), pct(shared, 0.99), pct(bare, 0.99)
+
+
+def _pairs_worker(url: str, seconds: float, out: Any) -> None:
+    import tcc_plugin
+    from tcc_plugin.budget import Charge, Demand, reserve
+    from tcc_plugin.integrations.redis_ledger import RedisLedger
+
+    b = tcc_plugin.budget(usd=10**9, calls=10**12, key="throughput", ledger=RedisLedger(url))
+    demand = Demand(
+        input_tokens=100, max_output_tokens=200, worst_usd=lambda o, r: Decimal("0.002")
+    )
+    actual = Charge(150, 50, 0, Decimal("0.0006"), 1)
+    n = 0
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        reserve(demand, (b,)).settle(actual)
+        n += 1
+    out.put(n)
+
+
+def redis_pairs_per_second(url: str, processes: int, seconds: float) -> float:
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    workers = [
+        ctx.Process(target=_pairs_worker, args=(url, seconds, queue)) for _ in range(processes)
+    ]
+    for w in workers:
+        w.start()
+    total = sum(queue.get() for _ in workers)
+    for w in workers:
+        w.join()
+    return total / seconds
+
+
+def _hang_worker(url: str, ttl: float, ready: Any) -> None:
+    import tcc_plugin
+    from tcc_plugin.budget import Demand, reserve
+    from tcc_plugin.integrations.redis_ledger import RedisLedger
+
+    b = tcc_plugin.budget(calls=10, key="lease", ledger=RedisLedger(url, lease_ttl=ttl))
+    reserve(Demand(input_tokens=1, max_output_tokens=1), (b,))
+    ready.set()
+    time.sleep(3600)
+
+
+def lease_return_seconds(url: str, ttl: float) -> float:
+    import tcc_plugin
+    from tcc_plugin.integrations.redis_ledger import RedisLedger
+
+    ctx = multiprocessing.get_context("spawn")
+    ready = ctx.Event()
+    worker = ctx.Process(target=_hang_worker, args=(url, ttl, ready))
+    worker.start()
+    ready.wait()
+    time.sleep(ttl)  # the lease has been renewed at least once
+    b = tcc_plugin.budget(calls=10, key="lease", ledger=RedisLedger(url))
+    assert b.in_flight == 1
+    assert worker.pid is not None
+    os.kill(worker.pid, signal.SIGKILL)
+    killed = time.perf_counter()
+    worker.join()
+    while b.in_flight:
+        time.sleep(0.01)
+    return time.perf_counter() - killed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--calls", type=int, default=3000)
+    parser.add_argument("--processes", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--lease-ttl", type=float, default=2.0)
+    args = parser.parse_args()
+    _setup_sdk()
+    import tcc_plugin
+
+    results: dict[str, Any] = {}
+    pairs = [memory_pairs_per_second(20_000) for _ in range(args.repeats)]
+    print(f"in-memory reserve+settle pairs/s: {_spread(pairs)}")
+    results["memory_pairs_per_s"] = statistics.median(pairs)
+
+    fn = _decorated()
+    for _ in range(300):
+        fn("warm-up")
+    added = [
+        added_us_per_call(fn, lambda: tcc_plugin.budget(usd=10**9, calls=10**9), args.calls)
+        for _ in range(args.repeats)
+    ]
+    print(f"added by an in-memory budget, us/call (SDK on, CPU time): {_spread(added)}")
+    results["memory_added_us"] = statistics.median(added)
+
+    with redis_server() as url:
+        trips = round_trips_per_call(url, 500)
+        print(f"Redis round trips per budgeted call: {trips:.2f}")
+        results["redis_round_trips_per_call"] = trips
+        runs = [redis_latency_us(url, args.calls // 3) for _ in range(args.repeats)]
+        p50s = [r[0] for r in runs]
+        print(f"added by a Redis budget, us/call p50: {_spread(p50s)}")
+        print(f"p99 us/call, Redis budget: {_spread([r[1] for r in runs])}")
+        print(f"p99 us/call, unbudgeted: {_spread([r[2] for r in runs])}")
+        results["redis_added_p50_us"] = statistics.median(p50s)
+        results["redis_p99_us"] = statistics.median(r[1] for r in runs)
+        rates = [
+            redis_pairs_per_second(url, args.processes, args.seconds)
+            for _ in range(max(1, args.repeats // 2))
+        ]
+        print(f"Redis reserve+settle pairs/s from {args.processes} processes: {_spread(rates)}")
+        results["redis_pairs_per_s"] = statistics.median(rates)
+        back = lease_return_seconds(url, args.lease_ttl)
+        print(f"lease returned {back:.2f} s after SIGKILL (lease_ttl {args.lease_ttl} s)")
+        results["lease_return_s"] = back
+    print(json.dumps(results, default=str))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
