@@ -31,6 +31,7 @@ from tcc_plugin.adapter import (
     StreamReader,
 )
 from tcc_plugin.budget import Budget, Charge, Demand, Reservation, active_budgets, reserve
+from tcc_plugin.cancellation import cancelled_usage, is_cancellation
 from tcc_plugin.errors import BudgetExceeded, PriceUnknown
 from tcc_plugin.pricing import Price, PriceBook, default_price_book
 from tcc_plugin.retry import (
@@ -395,6 +396,9 @@ class Call(Generic[RequestT]):
         duration = time.perf_counter() - self._started
         usage = response.usage if response is not None else None
         cost: Decimal | None = None
+        if usage is None and is_cancellation(error):
+            usage = self._cancelled_usage()  # never free: see tcc_plugin.cancellation
+            extra[names.USAGE_ESTIMATED] = True
         if usage is not None:
             cost = self._cost(usage, duration, response.response_model if response else None)
         elif error is None or self._ttfc is not None:
@@ -425,6 +429,16 @@ class Call(Generic[RequestT]):
             error=error,
             time_to_first_chunk=self._ttfc,
         )
+
+    def _cancelled_usage(self) -> Usage:
+        reservation = self.reservation
+        if reservation is not None and reservation.budgets:
+            worst = reservation.charge
+        else:  # nothing reserved (no budget): the span still reports the estimate
+            info = self.info
+            worst = self._demand().charge(info.max_output_tokens, info.max_reasoning_tokens)
+        chunks = getattr(self._reader, "chunks", 0) if self._ttfc is not None else 0
+        return cancelled_usage(worst, chunks if isinstance(chunks, int) else 1)
 
     def _cost(self, usage: Usage, duration: float, response_model: str | None) -> Decimal | None:
         if self._price is None and response_model:
