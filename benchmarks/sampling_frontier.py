@@ -138,9 +138,7 @@ async def _run(questions: list[Question], stop: StopRule | None, launch: LaunchP
 
         start = loop.time()
         async with budget(name="question") as b:
-            result = await aself_consistency(
-                sample, n=N, stop=stop, launch=launch, extract=whole()
-            )
+            result = await aself_consistency(sample, n=N, stop=stop, launch=launch, extract=whole())
         assert b.reserved.is_zero() and b.in_flight == 0
         row.walls.append(loop.time() - start)  # type: ignore[union-attr]
         row.launched += result.launched

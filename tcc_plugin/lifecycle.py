@@ -397,9 +397,10 @@ class Call(Generic[RequestT]):
         usage = response.usage if response is not None else None
         cost: Decimal | None = None
         if usage is None and is_cancellation(error):
-            usage = self._cancelled_usage()  # never free: see tcc_plugin.cancellation
+            # never free: see tcc_plugin.cancellation
+            usage, cost = self._cancelled_usage(duration)
             extra[names.USAGE_ESTIMATED] = True
-        if usage is not None:
+        elif usage is not None:
             cost = self._cost(usage, duration, response.response_model if response else None)
         elif error is None or self._ttfc is not None:
             extra[names.USAGE_MISSING] = True
@@ -430,7 +431,8 @@ class Call(Generic[RequestT]):
             time_to_first_chunk=self._ttfc,
         )
 
-    def _cancelled_usage(self) -> Usage:
+    def _cancelled_usage(self, duration: float) -> tuple[Usage, Decimal | None]:
+        """The estimate a cancelled call is charged, and its cost."""
         reservation = self.reservation
         if reservation is not None and reservation.budgets:
             worst = reservation.charge
@@ -438,7 +440,10 @@ class Call(Generic[RequestT]):
             info = self.info
             worst = self._demand().charge(info.max_output_tokens, info.max_reasoning_tokens)
         chunks = getattr(self._reader, "chunks", 0) if self._ttfc is not None else 0
-        return cancelled_usage(worst, chunks if isinstance(chunks, int) else 1)
+        usage = cancelled_usage(worst, chunks if isinstance(chunks, int) else 1)
+        if usage.output == worst.output_tokens and self._price is not None:
+            return usage, worst.usd  # the reservation itself, priced as it was reserved
+        return usage, self._cost(usage, duration, None)
 
     def _cost(self, usage: Usage, duration: float, response_model: str | None) -> Decimal | None:
         if self._price is None and response_model:
