@@ -185,8 +185,8 @@ def main(argv: list[str] | None = None) -> int:
         ("adaptive(g=1,m3)", launch_adaptive(growth=1.0, min_wave=3)),
     ]
     if args.quick:
-        rules = rules[2:]
-        policies = [policies[0], policies[3], policies[5], policies[6], policies[8], policies[9]]
+        rules = [rules[0], rules[3]]
+        policies = [policies[0], policies[4], policies[5]]
     questions = simulate(args.questions, args.seed)
     print(
         f"{len(questions)} questions ({sum(q.hard for q in questions)} hard), seed "

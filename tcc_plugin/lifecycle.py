@@ -421,11 +421,12 @@ class Call(Generic[RequestT]):
             capture=self.capture,
         )
         recorder.end_span(self.span, error)
+        estimated = names.USAGE_ESTIMATED in extra  # token metrics count reported usage only
         recorder.record_call_metrics(
             self.info,
             response,
-            usage,
-            cost,
+            None if estimated else usage,
+            None if estimated else cost,
             duration,
             error=error,
             time_to_first_chunk=self._ttfc,
