@@ -28,6 +28,8 @@ from tcc_plugin.exporters.jsonl import read_spans
 from tcc_plugin.sampling import (
     SamplingResult,
     current_sample,
+    launch_adaptive,
+    launch_all,
     self_consistency,
     stop_confident,
     stop_unbeatable,
@@ -83,8 +85,9 @@ def solve(q: str, truth: str, p_right: float, n: int, adaptive: bool) -> Samplin
     return self_consistency(
         lambda: ask(q, truth, p_right),
         n=n,
-        # fixed: every sample at once; adaptive: two at a time, so it can stop early
-        concurrency=2 if adaptive else n,
+        # fixed: every sample at once; adaptive: only as many in flight as could still
+        # change the stop rule's decision, so stopping early saves what is not launched
+        launch=launch_adaptive() if adaptive else launch_all(),
         stop=stop_confident(0.95) | stop_unbeatable() if adaptive else None,
         # each sample's worst case, reserved before it launches
         per_sample=worst_case(

@@ -73,6 +73,9 @@ class _Sampling(_Wrapper[Input, Any]):
     shown the input's question and ``judge_template``)."""
     extract: Any = None
     stop: Any = None
+    launch: Any = None
+    """A launch policy (:class:`~tcc_plugin.sampling.LaunchPolicy`); default
+    :data:`~tcc_plugin.sampling.api.DEFAULT_LAUNCH`."""
     concurrency: int | None = None
     per_sample: Demand | Charge | None = None
     timeout: float | None = None
@@ -91,6 +94,7 @@ class _Sampling(_Wrapper[Input, Any]):
             "per_sample": self.per_sample,
             "timeout": self.timeout,
             "name": self.group_name,
+            "launch": self.launch,
         }
         if self.extract is not None:
             options["extract"] = self.extract

@@ -32,6 +32,7 @@ from tcc_plugin.adapter import (
     StreamReader,
 )
 from tcc_plugin.budget import Budget, Charge, Demand, Reservation, active_budgets, reserve
+from tcc_plugin.cancellation import cancelled_usage, is_cancellation
 from tcc_plugin.errors import BudgetExceeded, PriceUnknown, UsageError
 from tcc_plugin.pricing import Bill, Price, PriceBook, bill, default_price_book
 from tcc_plugin.retry import (
@@ -514,7 +515,12 @@ class Call(Generic[RequestT]):
         usage = response.usage if response is not None else None
         cost: Decimal | None = None
         charged: Decimal | None = None
-        if usage is not None:
+        if usage is None and is_cancellation(error):
+            # never free: see tcc_plugin.cancellation
+            usage, cost = self._cancelled_usage(duration)
+            charged = cost
+            extra[names.USAGE_ESTIMATED] = True
+        elif usage is not None:
             billed = self._bill(usage, duration, response)
             charged = billed.usd  # a budget is charged what could be priced
             cost = billed.usd if billed.complete else None
@@ -555,11 +561,12 @@ class Call(Generic[RequestT]):
             capture=self.capture,
         )
         recorder.end_span(self.span, error)
+        estimated = names.USAGE_ESTIMATED in extra  # token metrics count reported usage only
         recorder.record_call_metrics(
             self.info,
             response,
-            usage,
-            cost,
+            None if estimated else usage,
+            None if estimated else cost,
             duration,
             error=error,
             time_to_first_chunk=self._ttfc,
@@ -576,6 +583,21 @@ class Call(Generic[RequestT]):
         extra[names.NESTED_CALLS] = self.nested_calls
         recorder.set_attributes(self.span, extra)
         recorder.end_span(self.span, error)
+
+    def _cancelled_usage(self, duration: float) -> tuple[Usage, Decimal | None]:
+        """The estimate a cancelled call is charged, and its cost."""
+        reservation = self.reservation
+        if reservation is not None and reservation.budgets:
+            worst = reservation.charge
+        else:  # nothing reserved (no budget): the span still reports the estimate
+            info = self.info
+            worst = self._demand().charge(info.max_output_tokens, info.max_reasoning_tokens)
+        chunks = getattr(self._reader, "chunks", 0) if self._ttfc is not None else 0
+        usage = cancelled_usage(worst, chunks if isinstance(chunks, int) else 1)
+        if usage.output == worst.output_tokens and self._price is not None:
+            return usage, worst.usd  # the reservation itself, priced as it was reserved
+        billed = self._bill(usage, duration, None)
+        return usage, billed.usd if billed.complete else None
 
     def _bill(self, usage: Usage, duration: float, response: ResponseInfo | None) -> Bill:
         response_model = response.response_model if response is not None else None

@@ -8,7 +8,8 @@ Each group is one span (``tcc.sampling.*``) parenting its samples' calls.
 
 Strategies are small composable objects: extractors (``boxed() | last_number()``),
 verifiers (``exact_answer(42) & llm_judge(ask)``), vote rules (``majority()``,
-``weighted()``) and stop rules (``stop_confident(0.95) | stop_unbeatable()``).
+``weighted()``) stop rules (``stop_confident(0.95) | stop_unbeatable()``) and launch policies
+(``launch_adaptive()``, ``launch_waves(4)``: how many samples are in flight).
 See ``docs/sampling.md``.
 """
 
@@ -32,6 +33,14 @@ from tcc_plugin.sampling.extract import (
     whole,
 )
 from tcc_plugin.sampling.group_plan import SampleContext, current_sample
+from tcc_plugin.sampling.launch import (
+    LaunchPolicy,
+    LaunchPolicyError,
+    launch_adaptive,
+    launch_all,
+    launch_sequential,
+    launch_waves,
+)
 from tcc_plugin.sampling.result import Candidate, SamplingResult, Verdict
 from tcc_plugin.sampling.stopping import (
     SamplingState,
@@ -59,6 +68,8 @@ from tcc_plugin.sampling.voting import Tally, VoteRule, majority, weighted
 __all__ = [
     "Candidate",
     "Extractor",
+    "LaunchPolicy",
+    "LaunchPolicyError",
     "SampleContext",
     "SamplingResult",
     "SamplingState",
@@ -82,6 +93,10 @@ __all__ = [
     "final_answer",
     "first_of",
     "last_number",
+    "launch_adaptive",
+    "launch_all",
+    "launch_sequential",
+    "launch_waves",
     "llm_judge",
     "majority",
     "math_answer",

@@ -22,6 +22,12 @@ from tcc_plugin.budget import Charge, Demand
 from tcc_plugin.sampling import _async, _sync
 from tcc_plugin.sampling.extract import ExtractorLike, as_extractor, math_answer
 from tcc_plugin.sampling.group_plan import GroupSpec, is_async_callable
+from tcc_plugin.sampling.launch import (
+    LaunchPolicy,
+    LaunchPolicyLike,
+    as_launch_policy,
+    launch_adaptive,
+)
 from tcc_plugin.sampling.result import SamplingResult
 from tcc_plugin.sampling.stopping import StopRuleLike, as_stop_rule, stop_unbeatable
 from tcc_plugin.sampling.verifiers import VerifierLike, as_verifier
@@ -29,6 +35,7 @@ from tcc_plugin.sampling.voting import VoteRule, majority, weighted
 
 __all__ = [
     "DEFAULT_CONCURRENCY",
+    "DEFAULT_LAUNCH",
     "abest_of_n",
     "aself_consistency",
     "best_of_n",
@@ -41,6 +48,11 @@ DEFAULT_CONCURRENCY = 16
 """Samples in flight at once when ``concurrency`` is not given (at most ``n``)."""
 
 _UNBEATABLE = stop_unbeatable()
+
+DEFAULT_LAUNCH: LaunchPolicy = launch_adaptive()
+"""The launch policy when ``launch`` is not given (chosen by
+benchmarks/sampling_frontier.py: the largest saving whose wall time stays within 2x
+of launching every sample at once)."""
 
 
 def _spec(
@@ -57,6 +69,7 @@ def _spec(
     per_sample: Demand | Charge | None,
     timeout: float | None,
     name: str | None,
+    launch: LaunchPolicyLike | None,
 ) -> GroupSpec:
     samples = (sample,) if callable(sample) else tuple(sample)
     if not samples:
@@ -96,7 +109,15 @@ def _spec(
         per_sample=per_sample,
         timeout=timeout,
         name=name or method,
+        launch=DEFAULT_LAUNCH if launch is None else _launch(method, launch),
     )
+
+
+def _launch(method: str, launch: LaunchPolicyLike) -> LaunchPolicy:
+    try:
+        return as_launch_policy(launch)
+    except TypeError as exc:
+        raise TypeError(f"{method}: {exc}") from None
 
 
 def best_of_n(
@@ -110,6 +131,7 @@ def best_of_n(
     per_sample: Demand | Charge | None = None,
     timeout: float | None = None,
     name: str | None = None,
+    launch: LaunchPolicyLike | None = None,
 ) -> SamplingResult[T]:
     """Draw up to ``n`` candidates and return the one ``verifier`` scores highest.
 
@@ -124,6 +146,10 @@ def best_of_n(
     :class:`~tcc_plugin.budget.Charge` such as :func:`worst_case` returns): with it,
     a sample launches only once its worst case is reserved in the active budgets.
     ``timeout`` (seconds) ends the group with what it has. ``name`` names its span.
+    ``launch`` decides how many samples are in flight (default
+    :data:`DEFAULT_LAUNCH`, :class:`~tcc_plugin.sampling.launch_adaptive`: only as
+    many as could still change the stop rule's decision; ``launch_all()`` for every
+    sample at once).
 
     Raises the first sample's error when no sample completed (e.g.
     :class:`~tcc_plugin.BudgetExceeded` when the budget could not pay for one).
@@ -131,6 +157,7 @@ def best_of_n(
     spec = _spec(
         "best_of_n", sample, n, is_async=False, extract=extract, verifier=verifier, vote=None,
         stop=stop, concurrency=concurrency, per_sample=per_sample, timeout=timeout, name=name,
+        launch=launch,
     )  # fmt: skip
     return _sync.run(spec)
 
@@ -147,6 +174,7 @@ def self_consistency(
     per_sample: Demand | Charge | None = None,
     timeout: float | None = None,
     name: str | None = None,
+    launch: LaunchPolicyLike | None = None,
 ) -> SamplingResult[T]:
     """Draw up to ``n`` samples and return the answer most of them agree on.
 
@@ -162,7 +190,7 @@ def self_consistency(
     spec = _spec(
         "self_consistency", sample, n, is_async=False, extract=extract or math_answer(),
         verifier=verifier, vote=vote or majority(), stop=stop, concurrency=concurrency,
-        per_sample=per_sample, timeout=timeout, name=name,
+        per_sample=per_sample, timeout=timeout, name=name, launch=launch,
     )  # fmt: skip
     return _sync.run(spec)
 
@@ -178,6 +206,7 @@ async def abest_of_n(
     per_sample: Demand | Charge | None = None,
     timeout: float | None = None,
     name: str | None = None,
+    launch: LaunchPolicyLike | None = None,
 ) -> SamplingResult[T]:
     """The async twin of :func:`best_of_n`: samples are coroutine functions (or
     callables returning awaitables, e.g. ``lambda: client.chat.completions.create(...)``
@@ -185,6 +214,7 @@ async def abest_of_n(
     spec = _spec(
         "best_of_n", sample, n, is_async=True, extract=extract, verifier=verifier, vote=None,
         stop=stop, concurrency=concurrency, per_sample=per_sample, timeout=timeout, name=name,
+        launch=launch,
     )  # fmt: skip
     return await _async.run(spec)
 
@@ -201,11 +231,12 @@ async def aself_consistency(
     per_sample: Demand | Charge | None = None,
     timeout: float | None = None,
     name: str | None = None,
+    launch: LaunchPolicyLike | None = None,
 ) -> SamplingResult[T]:
     """The async twin of :func:`self_consistency` (see :func:`abest_of_n`)."""
     spec = _spec(
         "self_consistency", sample, n, is_async=True, extract=extract or math_answer(),
         verifier=verifier, vote=vote or majority(), stop=stop, concurrency=concurrency,
-        per_sample=per_sample, timeout=timeout, name=name,
+        per_sample=per_sample, timeout=timeout, name=name, launch=launch,
     )  # fmt: skip
     return await _async.run(spec)

@@ -26,6 +26,7 @@ from tcc_plugin.budget import Budget, Charge, Demand, using
 from tcc_plugin.errors import BudgetExceeded, ScoringFailed
 from tcc_plugin.sampling.admission import Admission, Slot, has_room, needs_admission
 from tcc_plugin.sampling.extract import Extractor, text_of
+from tcc_plugin.sampling.launch import LaunchPolicy, LaunchPolicyError
 from tcc_plugin.sampling.result import Candidate, SamplingResult, StopReason, Verdict
 from tcc_plugin.sampling.stopping import SamplingState, StopRule, stop_any
 from tcc_plugin.sampling.verifiers import Verifier
@@ -64,6 +65,7 @@ class GroupSpec:
     per_sample: Demand | Charge | None
     timeout: float | None
     name: str
+    launch: LaunchPolicy
 
 
 class SampleContext:
@@ -100,28 +102,37 @@ def current_sample() -> SampleContext | None:
 
 
 class Launch:
-    """One launched sample: its callable, its budget slot and its context."""
+    """One launched sample: its callable, its budget slot, its context, and its own
+    ledger (a scope without limits that records what this sample's calls spent)."""
 
-    __slots__ = ("chain", "context", "fn", "index", "slot")
+    __slots__ = ("chain", "context", "fn", "index", "ledger", "slot")
 
     def __init__(
-        self, index: int, fn: Callable[[], Any], slot: Slot | None, chain: tuple[Budget, ...]
+        self,
+        index: int,
+        fn: Callable[[], Any],
+        slot: Slot | None,
+        chain: tuple[Budget, ...],
+        ledger: Budget | None = None,
     ) -> None:
         self.index = index
         self.fn = fn
         self.slot = slot
-        self.chain = chain
+        self.ledger = ledger if ledger is not None else Budget(name=f"sample {index}")
+        # The sample's ledger sits right after the group's, outside the caller's budgets.
+        self.chain = (*chain[:1], self.ledger, *chain[1:])
         self.context = SampleContext(index)
 
     @contextmanager
     def entered(self) -> Iterator[None]:
-        """Run the sample's own code in here: it is then the current sample, and with a
-        budget slot its calls charge the slot (settled into the caller's budgets on
-        exit), else the group's chain."""
+        """Run the sample's own code in here: it is then the current sample, and its
+        calls charge its own ledger and, with a budget slot, the slot (settled into the
+        caller's budgets on exit), else the group's chain."""
         token = _CURRENT.set(self.context)
         try:
             if self.slot is None:
-                yield
+                with using(self.chain):
+                    yield
             else:
                 self.slot.budget.start()
                 try:
@@ -237,6 +248,8 @@ class GroupPlan(Generic[T]):
             else None
         )
         self._running: dict[int, Launch] = {}
+        self._launches: dict[int, Launch] = {}
+        self._clamp_warned = False
         self._candidates: dict[int, Candidate[T]] = {}
         self._tally = Tally()
         self._best: tuple[float, int] | None = None  # (score, -index) of the best candidate
@@ -260,7 +273,10 @@ class GroupPlan(Generic[T]):
         """The samples to start now (none once the group is closed)."""
         out: list[Launch] = []
         spec = self.spec
-        while not self._closed and self._next < spec.n and len(self._running) < spec.concurrency:
+        if self._closed or self._next >= spec.n or len(self._running) >= spec.concurrency:
+            return out
+        target = min(self._target(), spec.concurrency)
+        while not self._closed and self._next < spec.n and len(self._running) < target:
             index = self._next
             slot: Slot | None = None
             try:
@@ -280,12 +296,53 @@ class GroupPlan(Generic[T]):
                 break
             self._next += 1
             chain = (self.ledger, slot.budget) if slot is not None else self.chain
-            launch = Launch(index, spec.samples[index % len(spec.samples)], slot, chain)
+            ledger = Budget(name=f"{self.ledger.name}[sample {index}]")
+            launch = Launch(index, spec.samples[index % len(spec.samples)], slot, chain, ledger)
             self._running[index] = launch
+            self._launches[index] = launch
             out.append(launch)
         if self._next >= spec.n:
             self._closed = True
         return out
+
+    def _target(self) -> int:
+        """How many samples the launch policy wants in flight, clamped to ``[1, n]``."""
+        spec = self.spec
+        state = self.state()
+        needed: int | None = None
+        if spec.stop is not None:
+            try:
+                needed = spec.stop.votes_needed(state)
+            except Exception as exc:
+                raise LaunchPolicyError(
+                    f"{spec.method}: stop rule {spec.stop!r} failed to say how many votes "
+                    f"it needs: {exc!r}"
+                ) from exc
+        try:
+            target = spec.launch(state, needed)
+        except Exception as exc:
+            raise LaunchPolicyError(
+                f"{spec.method}: launch policy {spec.launch!r} raised {exc!r}"
+            ) from exc
+        if isinstance(target, bool) or not isinstance(target, int):
+            raise LaunchPolicyError(
+                f"{spec.method}: launch policy {spec.launch!r} returned {target!r}, "
+                "not an int number of samples"
+            )
+        if not 1 <= target <= spec.n:
+            clamped = min(max(target, 1), spec.n)
+            if not self._clamp_warned:
+                self._clamp_warned = True
+                logger.warning(
+                    "tcc_plugin.sampling: launch policy %r asked for %d samples in flight; "
+                    "clamped to %d (between 1 and n=%d)",
+                    spec.launch,
+                    target,
+                    clamped,
+                    spec.n,
+                )
+            target = clamped
+        return target
 
     def _budget_stop(self, exc: BudgetExceeded) -> None:
         """The budget cannot pay for more samples: launch no more."""
@@ -485,6 +542,11 @@ class GroupPlan(Generic[T]):
         statuses = [c.status for c in candidates]
         winner = self._winner()
         cancelled = statuses.count("cancelled")
+        cancelled_spent = Charge()
+        for c in candidates:
+            launch = self._launches.get(c.index)
+            if c.status == "cancelled" and launch is not None:
+                cancelled_spent = cancelled_spent + launch.ledger.spent
         reason: StopReason = self._reason
         if not self._stopping:
             reason = "budget" if self._budget_limited else "all_done"
@@ -508,4 +570,6 @@ class GroupPlan(Generic[T]):
             budget_limited=self._budget_limited,
             spent=self.ledger.spent,
             elapsed=self._clock() - self._started,
+            cancelled_spent=cancelled_spent,
+            launch=repr(spec.launch),
         )

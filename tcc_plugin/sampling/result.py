@@ -83,6 +83,9 @@ class SamplingResult(Generic[T]):
     ``stop_reason`` why it ended; ``budget_limited`` that the budget could not pay for
     every requested sample, so fewer were launched. ``spent`` is what the group's calls
     (samples and verifiers) had consumed when it returned; ``elapsed`` its wall time.
+    ``cancelled_spent`` is the part of ``spent`` charged for cancelled samples (an
+    honest estimate where the provider never reported usage: tokens streamed so far,
+    else the call's reservation); ``launch`` names the launch policy.
     """
 
     method: str
@@ -104,6 +107,8 @@ class SamplingResult(Generic[T]):
     budget_limited: bool
     spent: Charge
     elapsed: float
+    cancelled_spent: Charge = field(default_factory=Charge)
+    launch: str | None = None
 
     @property
     def value(self) -> T:

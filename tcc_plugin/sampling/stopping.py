@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from tcc_plugin.sampling._stats import (
@@ -89,6 +89,28 @@ class SamplingState:
     def runner_up_votes(self) -> float:
         return self.ranking[1][1] if len(self.ranking) > 1 else 0.0
 
+    def agreeing(self, k: int) -> SamplingState:
+        """This state after ``k`` more samples all voted for the leader (a new answer
+        when there is none yet), each with the largest weight (1 if unbounded); the
+        samples in flight finish first, then pending ones launch."""
+        if k <= 0:
+            return self
+        weight = self.max_weight if self.max_weight is not None else 1.0
+        if self.ranking:
+            leader, votes = self.ranking[0]
+            ranking = ((leader, votes + k * weight), *self.ranking[1:])
+        else:
+            ranking = (("\x00leader", k * weight),)
+        launched_now = max(0, k - self.in_flight)
+        return replace(
+            self,
+            launched=self.launched + launched_now,
+            completed=self.completed + k,
+            in_flight=max(0, self.in_flight - k),
+            pending=self.pending - launched_now,
+            ranking=ranking,
+        )
+
 
 class StopRule(ABC):
     """Whether a group has seen enough samples."""
@@ -96,6 +118,27 @@ class StopRule(ABC):
     @abstractmethod
     def __call__(self, state: SamplingState) -> bool:
         """``True`` to stop now (in-flight samples are then cancelled)."""
+
+    def votes_needed(self, state: SamplingState) -> int | None:
+        """How many more samples, all agreeing with the leader, would make this rule
+        fire (0: it fires now); ``None`` when even all the remaining ones would not,
+        or it cannot be known. A launch scheduler launches no more than that.
+
+        The default asks the rule itself about :meth:`SamplingState.agreeing` states
+        (a binary search: more agreeing votes never make a vote rule less sure)."""
+        if self(state):
+            return 0
+        most = state.remaining
+        if most <= 0 or not self(state.agreeing(most)):
+            return None
+        lo, hi = 0, most  # self(agreeing(lo)) is False, self(agreeing(hi)) is True
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if self(state.agreeing(mid)):
+                hi = mid
+            else:
+                lo = mid
+        return hi
 
     def __or__(self, other: StopRuleLike) -> StopRule:
         return stop_any(self, other)
@@ -145,6 +188,10 @@ class stop_any(StopRule):
         """The first rule that says stop."""
         return next((rule for rule in self.rules if rule(state)), None)
 
+    def votes_needed(self, state: SamplingState) -> int | None:
+        needs = [n for n in (rule.votes_needed(state) for rule in self.rules) if n is not None]
+        return min(needs) if needs else None
+
     def __repr__(self) -> str:
         return " | ".join(repr(r) for r in self.rules)
 
@@ -161,6 +208,12 @@ class stop_all(StopRule):
     def __call__(self, state: SamplingState) -> bool:
         return all(rule(state) for rule in self.rules)
 
+    def votes_needed(self, state: SamplingState) -> int | None:
+        needs = [rule.votes_needed(state) for rule in self.rules]
+        if any(n is None for n in needs):
+            return None
+        return max(n for n in needs if n is not None)
+
     def __repr__(self) -> str:
         return "(" + " & ".join(repr(r) for r in self.rules) + ")"
 
@@ -170,6 +223,9 @@ class stop_never(StopRule):
 
     def __call__(self, state: SamplingState) -> bool:
         return False
+
+    def votes_needed(self, state: SamplingState) -> int | None:
+        return None
 
     def __repr__(self) -> str:
         return "stop_never()"
@@ -269,6 +325,11 @@ class stop_on_score(StopRule):
     def __call__(self, state: SamplingState) -> bool:
         return state.best_score is not None and state.best_score >= self.threshold
 
+    def votes_needed(self, state: SamplingState) -> int | None:
+        if self(state):
+            return 0
+        return 1 if state.remaining > 0 else None  # one sample may score high enough
+
     def __repr__(self) -> str:
         return f"stop_on_score({self.threshold})"
 
@@ -297,6 +358,9 @@ class stop_after_delay(StopRule):
 
     def __call__(self, state: SamplingState) -> bool:
         return state.elapsed >= self.seconds
+
+    def votes_needed(self, state: SamplingState) -> int | None:
+        return 0 if self(state) else None  # time, not votes, decides
 
     def __repr__(self) -> str:
         return f"stop_after_delay({self.seconds})"

@@ -21,10 +21,15 @@ from tcc_plugin.telemetry import names, recorder
 __all__ = [
     "CALLS",
     "CANCELLED",
+    "CANCELLED_CALLS",
+    "CANCELLED_COST_USD",
+    "CANCELLED_OUTPUT_TOKENS",
+    "CANCELLED_TOTAL_TOKENS",
     "COMPLETED",
     "CONCURRENCY",
     "COST_USD",
     "FAILED",
+    "LAUNCH",
     "LAUNCHED",
     "METHOD",
     "REFUSED",
@@ -44,6 +49,11 @@ COMPLETED: Final = _P + "completed"
 FAILED: Final = _P + "failed"
 REFUSED: Final = _P + "refused"
 CANCELLED: Final = _P + "cancelled"
+CANCELLED_TOTAL_TOKENS: Final = _P + "cancelled.usage.total_tokens"
+CANCELLED_OUTPUT_TOKENS: Final = _P + "cancelled.usage.output_tokens"
+CANCELLED_CALLS: Final = _P + "cancelled.calls"
+CANCELLED_COST_USD: Final = _P + "cancelled.cost.usd"
+LAUNCH: Final = _P + "launch"
 ABSTAINED: Final = _P + "abstained"
 STOPPED_EARLY: Final = _P + "stopped_early"
 STOP_REASON: Final = _P + "stop_reason"
@@ -137,6 +147,14 @@ def _result_attributes(result: SamplingResult[Any]) -> dict[str, AttributeValue]
     scoring_failed = sum(1 for c in result.candidates if c.ok and c.error is not None)
     if scoring_failed:
         attrs[names.SAMPLING_PREFIX + "scoring_failed"] = scoring_failed
+    if result.launch is not None:
+        attrs[LAUNCH] = result.launch
+    if result.cancelled:
+        cancelled = result.cancelled_spent
+        attrs[CANCELLED_TOTAL_TOKENS] = cancelled.total_tokens
+        attrs[CANCELLED_OUTPUT_TOKENS] = cancelled.output_tokens
+        attrs[CANCELLED_CALLS] = cancelled.calls
+        attrs[CANCELLED_COST_USD] = float(cancelled.usd)
     if result.spent.usd > 0:
         attrs[COST_USD] = float(result.spent.usd)
     if result.votes:

@@ -20,6 +20,7 @@ from tcc_plugin.sampling import (
     aself_consistency,
     best_of_n,
     current_sample,
+    launch_all,
     llm_judge,
     self_consistency,
     stop_confident,
@@ -229,10 +230,13 @@ async def test_early_stop_cancels_in_flight_requests_and_releases_their_budget(
         )
 
     async with budget(output_tokens=100_000, calls=100) as b:
-        result = await aself_consistency(sample, n=8, concurrency=8, stop=stop_confident(0.95))
+        result = await aself_consistency(
+            sample, n=8, concurrency=8, stop=stop_confident(0.95), launch=launch_all()
+        )
         assert b.reserved.is_zero() and b.in_flight == 0  # settled before the group returned
     assert result.answer == "42" and result.stopped_early and result.cancelled == 3
-    assert result.completed == 5 and b.spent.output_tokens == 5 * 60
+    # five answers, and three cancelled requests charged their worst case (never zero)
+    assert result.completed == 5 and b.spent.output_tokens == 5 * 60 + 3 * MAX_TOKENS
     assert sorted(c.index for c in result.candidates if c.status == "cancelled") == [5, 6, 7]
     calls = [s for s in telemetry.spans() if attrs(s).get("gen_ai.request.model") == "o3"]
     errors = [s for s in calls if s.status.status_code is StatusCode.ERROR]

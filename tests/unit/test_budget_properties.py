@@ -396,9 +396,11 @@ class Provider:
                 "usd": rates.cost(usage) if spec.priced else Decimal(0),
                 "calls": 1,
             }
-        elif spec.outcome == "no_usage":  # charged its reservation, the call once
+        elif spec.outcome in ("no_usage", "cancel"):
+            # no usage, or cancelled in flight (an estimate, never zero): charged its
+            # reservation, the call once
             sent.charge = {**worst_case(request, rates), "calls": 1}
-        else:  # failed or cancelled after partial work: nothing billed is known
+        else:  # failed after partial work: nothing billed is known
             sent.charge = {**zero(), "calls": 1}
         return sent
 

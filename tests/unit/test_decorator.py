@@ -298,7 +298,8 @@ async def test_cancelled_task_releases_its_reservation() -> None:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-    assert b.reserved.is_zero() and b.spent.output_tokens == 0 and b.spent.calls == 1
+    # released, and charged an honest estimate (its reservation), never zero
+    assert b.reserved.is_zero() and b.spent.output_tokens == 100 and b.spent.calls == 1
 
 
 def test_content_is_recorded_only_on_opt_in(

@@ -265,8 +265,11 @@ async def test_cancelled_async_call_releases_its_reservation(
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-    assert b.in_flight == 0 and b.reserved.is_zero() and b.spent.output_tokens == 0
-    assert telemetry.span("chat o3").status.status_code is StatusCode.ERROR
+    # released, and charged an honest estimate (its reservation: max_tokens=1000)
+    assert b.in_flight == 0 and b.reserved.is_zero() and b.spent.output_tokens == 1000
+    span = telemetry.span("chat o3")
+    assert span.status.status_code is StatusCode.ERROR
+    assert dict(span.attributes or {})["tcc.usage.estimated"] is True
 
 
 # -- concurrency: batch (threads) and asyncio ------------------------------------------------

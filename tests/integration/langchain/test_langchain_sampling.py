@@ -24,7 +24,13 @@ from tcc_plugin.integrations.langchain import (
     with_best_of_n,
     with_self_consistency,
 )
-from tcc_plugin.sampling import Candidate, SamplingResult, stop_on_score
+from tcc_plugin.sampling import (
+    Candidate,
+    SamplingResult,
+    launch_all,
+    launch_sequential,
+    stop_on_score,
+)
 
 from ...conftest import Telemetry
 from ..conftest import (
@@ -144,13 +150,20 @@ async def test_async_best_of_n_stops_on_score_and_releases_cancelled_samples(
         return 1.0 if candidate.text == "4" else 0.0
 
     picker = with_best_of_n(
-        make_openai(openai_api), n=2, verifier=exact, stop=stop_on_score(1.0), output="result"
+        make_openai(openai_api),
+        n=2,
+        verifier=exact,
+        stop=stop_on_score(1.0),
+        launch=launch_all(),
+        output="result",
     )
     with budget(output_tokens=10_000) as b:
         result = await picker.ainvoke("2+2?")
         assert b.in_flight == 0 and b.reserved.is_zero()  # the hung sample was cancelled
     assert result.value.content == "4" and result.cancelled == 1 and result.stopped_early
-    assert b.spent.output_tokens == 40 and b.spent.calls == 2
+    # the hung request is charged its worst case (max_tokens=1000), never zero
+    assert b.spent.output_tokens == 40 + 1000 and b.spent.calls == 2
+    assert result.cancelled_spent.output_tokens == 1000
 
 
 def test_the_budget_bounds_the_launches(openai_api: MockAPI) -> None:
@@ -240,3 +253,20 @@ def test_a_failed_sample_inside_a_retried_group_is_not_taken_for_another(
     assert openai_api.count == 3 and b.spent.calls == 3 and b.in_flight == 0
     spans = telemetry.spans("chat o3")
     assert sorted(s.status.status_code.name for s in spans) == ["ERROR", "UNSET", "UNSET"]
+
+
+def test_a_launch_policy_on_the_runnable_pays_only_for_what_the_vote_needs(
+    telemetry: Telemetry, openai_api: MockAPI
+) -> None:
+    openai_api.queue(*(answer("Final Answer: 4") for _ in range(5)))
+    solver = SelfConsistencyRunnable(
+        bound=make_openai(openai_api), n=5, launch=launch_sequential(), output="result"
+    )
+    with budget(usd="0.1") as b:
+        result = solver.invoke("2+2?")
+    # one at a time, the leader is unbeatable after three agreeing votes of five
+    assert result.answer == "4" and result.launched == 3 and openai_api.count == 3
+    assert result.cancelled == 0 and b.spent.calls == 3
+    assert attrs(telemetry.span("self_consistency"))["tcc.sampling.launch"] == (
+        "launch_sequential()"
+    )

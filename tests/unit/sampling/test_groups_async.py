@@ -16,6 +16,7 @@ from tcc_plugin.sampling import (
     abest_of_n,
     aself_consistency,
     current_sample,
+    launch_all,
     llm_judge,
     stop_after_completed,
     stop_confident,
@@ -75,17 +76,27 @@ async def test_stopping_cancels_in_flight_calls_and_releases_their_reservations(
         return chat_body("answer 5", completion=20)
 
     async with budget(output_tokens=10_000, calls=100) as b:
-        result = await aself_consistency(ask, n=6, concurrency=6, stop=stop_confident(0.95))
+        result = await aself_consistency(
+            ask, n=6, concurrency=6, stop=stop_confident(0.95), launch=launch_all()
+        )
         # by the time the group returns, the cancelled calls have settled
         assert b.reserved.is_zero() and b.in_flight == 0
     assert result.answer == "5" and result.stop_reason == "rule" and result.stopped_early
     assert (result.completed, result.cancelled) == (4, 2)
-    assert b.spent.output_tokens == 80  # only the four answers' tokens
+    # the four answers' tokens, and each cancelled call's worst case (never zero)
+    assert b.spent.output_tokens == 4 * 20 + 2 * 100
     assert b.spent.calls == 6  # a cancelled attempt still counts as a call
     assert result.spent == b.spent
+    assert result.cancelled_spent.output_tokens == 200 and result.cancelled_spent.calls == 2
     cancelled = [s for s in telemetry.spans("chat o3") if s.status.status_code is StatusCode.ERROR]
     assert len(cancelled) == 2
     assert all(attrs(s)["error.type"] == "CancelledError" for s in cancelled)
+    assert all(attrs(s)["tcc.usage.estimated"] is True for s in cancelled)
+    assert all(attrs(s)["gen_ai.usage.output_tokens"] == 100 for s in cancelled)
+    group = attrs(telemetry.span("self_consistency"))
+    assert group["tcc.sampling.cancelled"] == 2
+    assert group["tcc.sampling.cancelled.usage.output_tokens"] == 200
+    assert group["tcc.sampling.cancelled.calls"] == 2
 
 
 async def test_cancellation_settles_per_sample_reservations() -> None:
@@ -102,9 +113,10 @@ async def test_cancellation_settles_per_sample_reservations() -> None:
             concurrency=5,
             per_sample=Demand(max_output_tokens=100),
             stop=stop_after_completed(1),
+            launch=launch_all(),
         )
     assert result.cancelled == 4 and b.reserved.is_zero() and b.in_flight == 0
-    assert b.spent.output_tokens == 20 and b.spent.calls == 5
+    assert b.spent.output_tokens == 20 + 4 * 100 and b.spent.calls == 5
 
 
 async def test_lambdas_around_coroutines_work() -> None:
@@ -164,7 +176,11 @@ async def test_verification_is_cancelled_with_its_sample() -> None:
         return 1.0
 
     result = await abest_of_n(
-        lambda: _answer(["1", "2"]), n=2, verifier=slow_judge, stop=stop_on_score(1.0)
+        lambda: _answer(["1", "2"]),
+        n=2,
+        verifier=slow_judge,
+        stop=stop_on_score(1.0),
+        launch=launch_all(),
     )
     assert result.completed == 1 and result.cancelled == 1
 

@@ -17,6 +17,7 @@ from tcc_plugin.sampling import (
     best_of_n,
     current_sample,
     exact_answer,
+    launch_all,
     llm_judge,
     self_consistency,
     stop_after_completed,
@@ -152,7 +153,8 @@ def test_context_follows_each_sample_into_its_thread(telemetry: Telemetry) -> No
     with budget(calls=100, name="outer"):
         self_consistency(sample, n=4, concurrency=4, stop=None)
     assert sorted(i for i, _, _ in seen) == [0, 1, 2, 3]
-    assert all(chain == ("tcc.sampling.self_consistency", "outer") for _, chain, _ in seen)
+    group = "tcc.sampling.self_consistency"  # the group's ledger, then the sample's own
+    assert all(chain == (group, f"{group}[sample {i}]", "outer") for i, chain, _ in seen)
     assert all(recording for _, _, recording in seen)
     assert current_sample() is None and active_budgets() == ()
 
@@ -236,6 +238,7 @@ def test_best_of_n_stops_at_a_passing_candidate_and_abandons_the_rest(telemetry:
         concurrency=2,
         verifier=lambda c: "a + b" in c.value,
         stop=stop_on_score(1.0),
+        launch=launch_all(),
     )
     assert result.value == "def add(a, b): return a + b"
     assert result.stopped_early and result.stop_reason == "rule"
@@ -318,7 +321,9 @@ def test_cancelled_samples_are_reported(telemetry: Telemetry) -> None:
             gate.wait(GUARD)
         return "5"
 
-    result = self_consistency(sample, n=4, concurrency=4, stop=stop_after_completed(2))
+    result = self_consistency(
+        sample, n=4, concurrency=4, stop=stop_after_completed(2), launch=launch_all()
+    )
     gate.set()
     assert result.completed == 2 and result.cancelled == 2 and result.stopped_early
     assert [c.status for c in result.candidates] == ["ok", "ok", "cancelled", "cancelled"]
@@ -376,7 +381,9 @@ def test_abandoned_thread_is_charged_when_its_call_ends() -> None:
                 done.set()
 
     with budget(output_tokens=1000) as b:
-        result = self_consistency(ask, n=2, concurrency=2, stop=stop_after_completed(1))
+        result = self_consistency(
+            ask, n=2, concurrency=2, stop=stop_after_completed(1), launch=launch_all()
+        )
         assert result.cancelled == 1
         assert b.reserved.output_tokens == 100  # the abandoned call still holds its worst case
         gate.set()
