@@ -21,6 +21,9 @@ from tcc_plugin.sampling import (
     best_of_n,
     self_consistency,
 )
+
+# last: binds the name `sweep` to the function (the subpackage stays importable by path)
+from tcc_plugin.sweep import Policy, load_policy, sweep
 from tcc_plugin.usage import Usage
 
 if TYPE_CHECKING:
@@ -31,6 +34,7 @@ __all__ = [
     "BudgetExceeded",
     "ForcingResult",
     "GpuHourPrice",
+    "Policy",
     "PriceBook",
     "PriceUnknown",
     "ResponseError",
@@ -53,8 +57,10 @@ __all__ = [
     "default_price_book",
     "instrument",
     "llm_call",
+    "load_policy",
     "self_consistency",
     "set_price",
+    "sweep",
     "thinking",
 ]
 

@@ -38,6 +38,9 @@ PUBLIC = [
     "self_consistency",
     "set_price",
     "thinking",
+    "Policy",
+    "load_policy",
+    "sweep",
 ]
 
 
