@@ -1,4 +1,4 @@
-"""The ``tcc`` command: ``tcc demo`` (the main job) and ``tcc report FILE``."""
+"""The ``tcc`` command: ``tcc demo`` (the main job), ``tcc report FILE``, ``tcc sweep``."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ __all__ = ["main"]
 _COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("tcc_plugin.app.demo", "run a small agent task on the embedded local engine"),
     "report": ("tcc_plugin.app.report", "summarise a JSON-lines trace file"),
+    "sweep": ("tcc_plugin.app.sweep.cli", "find the sweet spot of thinking budget x method"),
 }
 
 
