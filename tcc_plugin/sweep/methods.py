@@ -99,7 +99,12 @@ def _run(
         group = self_consistency(samples, cell.n, extract=checker.extractor(), name=name, **kwargs)
     extra = {"launched": group.launched, "stopped_early": group.stopped_early}
     if group.winner is None:
-        raise LookupError(f"no sample answered ({group.failed} failed, {group.refused} refused)")
+        first = next((c.error for c in group.candidates if c.error is not None), None)
+        cause = "" if first is None else f"; first error: {type(first).__name__}: {first}"
+        raise LookupError(
+            f"no winner among {group.launched} samples ({group.completed} completed, "
+            f"{group.failed} failed, {group.refused} refused{cause})"
+        ) from first
     return group.value, extra
 
 

@@ -25,7 +25,7 @@ from tcc_plugin.sweep import telemetry as t
 from tcc_plugin.sweep.analysis import Analysis, analyze
 from tcc_plugin.sweep.checkers import Checker, CheckerLike, as_checker
 from tcc_plugin.sweep.evalset import EvalSet, Question, as_evalset
-from tcc_plugin.sweep.grid import Cell, Method, grid
+from tcc_plugin.sweep.grid import Cell, Method, grid, thinking_tokens
 from tcc_plugin.sweep.methods import Answered, VerifierFor, answer, verifier_for
 from tcc_plugin.sweep.store import ResultsStore
 from tcc_plugin.sweep.target import Target, function_target, missing_knobs
@@ -157,7 +157,8 @@ def _row(
         "cost_usd": float(spent.usd) if spent.usd > 0 else None,
         "input_tokens": spent.total_tokens - spent.output_tokens,
         "output_tokens": spent.output_tokens,
-        "reasoning_tokens": spent.reasoning_tokens,
+        # a raw-prompt backend may not report thinking as reasoning: forcing knows it
+        "reasoning_tokens": max(spent.reasoning_tokens, int(done.extra.get("thinking_tokens", 0))),
         "latency_s": round(done.latency_s, 6),
         "calls": spent.calls,
         "error": None if error is None else f"{type(error).__name__}: {error}",
@@ -228,9 +229,11 @@ def sweep(
     label = name or f"{questions.name}@{tgt.name}"
     store = ResultsStore(results)
 
-    def cost_key(cell: Cell) -> tuple[int, int, str]:
+    def cost_key(cell: Cell) -> tuple[int, int, int, str]:
+        # cheapest first, so a budget that runs out refuses the dearest cells
         need = _demand(cell, tgt)
-        return (need.get("output_tokens", 0), need["calls"], cell.id)
+        thought = thinking_tokens(cell.thinking_budget) or 0
+        return (need.get("output_tokens", 0), thought * cell.samples, need["calls"], cell.id)
 
     ordered = sorted(grid_cells, key=cost_key)
     jobs = [(c, q, s) for c in ordered for s in seed_list for q in questions]
