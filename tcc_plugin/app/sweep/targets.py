@@ -68,8 +68,17 @@ class CompletionsContinuer:
         self.options = options
 
     def complete(
-        self, prompt: str, *, max_tokens: int, stop: Sequence[str], **options: Any
+        self,
+        prompt: str,
+        *,
+        max_tokens: int,
+        stop: Sequence[str],
+        reasoning: bool = False,
+        attributes: Any = None,
+        **options: Any,
     ) -> tuple[str, Usage, str | None]:
+        """One phase; ``reasoning`` marks a thinking phase, so its output is returned as
+        reasoning tokens (the OpenAI protocol does not say)."""
         response = self.client.completions.create(
             model=self.model,
             prompt=prompt,
@@ -79,9 +88,11 @@ class CompletionsContinuer:
         )
         choice = response.choices[0]
         usage = response.usage
+        output = getattr(usage, "completion_tokens", 0) or 0
         used = Usage(
             input=getattr(usage, "prompt_tokens", 0) or 0,
-            output=getattr(usage, "completion_tokens", 0) or 0,
+            output=output,
+            reasoning=output if reasoning else 0,
         )
         return choice.text or "", used, choice.finish_reason
 
