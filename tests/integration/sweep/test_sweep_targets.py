@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("openai")
 
 from tcc_plugin.app.sweep.targets import anthropic_target, openai_compatible_target
-from tcc_plugin.pricing import default_price_book
+from tcc_plugin.pricing import PriceBook, TokenPrice, default_price_book
 from tcc_plugin.sweep import Question, sweep
 from tcc_plugin.usage import Usage
 
