@@ -101,6 +101,12 @@ def plot(a: Analysis, path: str | os.PathLike[str]) -> Path:
     cost_ax.legend(fontsize=7, loc="best")
     cost_ax.grid(alpha=0.3)
 
+    # a server that does not report reasoning tokens: plot output tokens instead
+    reported = any(s.reasoning_tokens > 0 for s in a.cells)
+
+    def tokens(s: CellStats) -> float:
+        return s.reasoning_tokens if reported else s.output_tokens
+
     families: dict[tuple[object, ...], list[CellStats]] = {}
     for s in a.cells:
         families.setdefault(s.cell.family, []).append(s)
@@ -108,7 +114,7 @@ def plot(a: Analysis, path: str | os.PathLike[str]) -> Path:
         members.sort(key=lambda s: (thinking_tokens(s.cell.thinking_budget) or 0, s.cell_id))
         label = "-".join(str(p) for p in family if p is not None)
         tokens_ax.plot(
-            [s.reasoning_tokens for s in members],
+            [tokens(s) for s in members],
             [s.accuracy for s in members],
             marker="o",
             color=colour[members[0].cell.method],
@@ -118,7 +124,7 @@ def plot(a: Analysis, path: str | os.PathLike[str]) -> Path:
         for s in members:
             if s.overthinking:
                 tokens_ax.scatter(
-                    s.reasoning_tokens,
+                    tokens(s),
                     s.accuracy,
                     s=160,
                     facecolors="none",
@@ -126,10 +132,12 @@ def plot(a: Analysis, path: str | os.PathLike[str]) -> Path:
                     linewidths=1.5,
                     zorder=4,
                 )
-    tokens_ax.set_xlabel("reasoning tokens per question")
+    tokens_ax.set_xlabel(
+        "reasoning tokens per question" if reported else "output tokens per question"
+    )
     tokens_ax.set_ylabel("accuracy")
     tokens_ax.set_ylim(-0.02, 1.02)
-    tokens_ax.set_title("accuracy vs reasoning tokens, per method")
+    tokens_ax.set_title(f"accuracy vs {'reasoning' if reported else 'output'} tokens, per method")
     tokens_ax.legend(fontsize=7, loc="best")
     tokens_ax.grid(alpha=0.3)
     fig.suptitle(f"sweep {a.sweep}", fontsize=10)

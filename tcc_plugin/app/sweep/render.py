@@ -57,6 +57,7 @@ def table(a: Analysis) -> Table:
         ("", "left"),
     ):
         grid.add_column(name, justify=justify)  # type: ignore[arg-type]
+
     def key(s: CellStats) -> tuple[float, str]:
         return ((s.cost_usd or 0.0) if a.cost_axis == "usd" else s.total_tokens, s.cell_id)
 
