@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from tcc_plugin.sweep.analysis import Analysis, CellStats
 from tcc_plugin.sweep.grid import thinking_tokens
@@ -19,6 +20,11 @@ DPI = 100
 
 def _x(a: Analysis, s: CellStats) -> float:
     return (s.cost_usd or 0.0) if a.cost_axis == "usd" else s.total_tokens
+
+
+def _ring(ax: Any, x: float, y: float) -> None:
+    """Mark an overthinking cell."""
+    ax.scatter(x, y, s=160, facecolors="none", edgecolors="red", linewidths=1.5, zorder=4)
 
 
 def plot(a: Analysis, path: str | os.PathLike[str]) -> Path:
@@ -49,15 +55,7 @@ def plot(a: Analysis, path: str | os.PathLike[str]) -> Path:
             markersize=5,
         )
         if s.overthinking:
-            cost_ax.scatter(
-                _x(a, s),
-                s.accuracy,
-                s=160,
-                facecolors="none",
-                edgecolors="red",
-                linewidths=1.5,
-                zorder=4,
-            )
+            _ring(cost_ax, _x(a, s), s.accuracy)
         cost_ax.annotate(
             s.cell_id,
             (_x(a, s), s.accuracy),
@@ -123,15 +121,7 @@ def plot(a: Analysis, path: str | os.PathLike[str]) -> Path:
         )
         for s in members:
             if s.overthinking:
-                tokens_ax.scatter(
-                    tokens(s),
-                    s.accuracy,
-                    s=160,
-                    facecolors="none",
-                    edgecolors="red",
-                    linewidths=1.5,
-                    zorder=4,
-                )
+                _ring(tokens_ax, tokens(s), s.accuracy)
     tokens_ax.set_xlabel(
         "reasoning tokens per question" if reported else "output tokens per question"
     )
