@@ -21,6 +21,7 @@ from tcc_plugin.sweep.run import (
     SweepConfigError,
     SweepProgress,
     SweepResult,
+    asweep,
     sweep,
 )
 from tcc_plugin.sweep.store import ROW_FIELDS, ResultsStore, read_rows
@@ -51,6 +52,7 @@ __all__ = [
     "arithmetic",
     "as_checker",
     "as_evalset",
+    "asweep",
     "builtin",
     "code_tasks",
     "function_target",

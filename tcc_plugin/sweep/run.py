@@ -8,6 +8,7 @@ checked without a call is checked before the first one.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures as cf
 import contextvars
 from collections.abc import Callable, Iterable, Sequence
@@ -19,7 +20,7 @@ from typing import Any
 
 from opentelemetry import trace
 
-from tcc_plugin.budget import Budget, Charge
+from tcc_plugin.budget import Budget, Charge, active_budgets
 from tcc_plugin.errors import BudgetExceeded
 from tcc_plugin.sweep import telemetry as t
 from tcc_plugin.sweep.analysis import Analysis, analyze
@@ -30,7 +31,14 @@ from tcc_plugin.sweep.methods import Answered, VerifierFor, answer, verifier_for
 from tcc_plugin.sweep.store import ResultsStore
 from tcc_plugin.sweep.target import Target, function_target, missing_knobs
 
-__all__ = ["SweepBudgetError", "SweepConfigError", "SweepProgress", "SweepResult", "sweep"]
+__all__ = [
+    "SweepBudgetError",
+    "SweepConfigError",
+    "SweepProgress",
+    "SweepResult",
+    "asweep",
+    "sweep",
+]
 
 _FORCING_MAX_WAITS = 8  # budget_forcing's default
 
@@ -122,18 +130,18 @@ def _preflight(
             problems.append(f"{cell.id}: best_of_n needs a verifier ('code' or a function)")
     if problems:
         raise SweepConfigError("the grid cannot run on this target:\n  " + "\n  ".join(problems))
-    limits = budget.remaining()
+    chain = [b for b in active_budgets() if b is not budget] + [budget]
     shortfalls = []
     for cell in cells:
         per_question = _demand(cell, target)
         whole = {k: v * len(questions) for k, v in per_question.items()}
-        short = _short(limits, whole)
+        short = next(((b, s) for b in chain if (s := _short(b.remaining(), whole))), None)
         if short is None:
             return
-        shortfalls.append(f"{cell.id} {short}")
+        shortfalls.append(f"{cell.id} {short[1]} in {short[0]!r}")
     raise SweepBudgetError(
-        f"the sweep's budget ({budget!r}) cannot pay for a single cell of "
-        f"{len(questions)} questions: " + "; ".join(shortfalls)
+        f"the budget cannot pay for a single cell of {len(questions)} questions: "
+        + "; ".join(shortfalls)
     )
 
 
@@ -292,12 +300,14 @@ class _Runner:
         need: dict[str, Any] = dict(_demand(cell, self.target))
         if cell.id in self.max_cost:  # the cost of one question is known only once seen
             need["usd"] = self.max_cost[cell.id]
-        short = _short(self.scope.remaining(), need)
-        if short is None and self.scope.time_left() is not None:
-            left = self.scope.time_left()
-            if left is not None and left <= 0:
-                short = "the sweep's deadline has passed"
-        return short
+        for scope in active_budgets():  # the sweep's and every budget around it
+            short = _short(scope.remaining(), need)
+            left = scope.time_left()
+            if short is None and left is not None and left <= 0:
+                short = "the deadline has passed"
+            if short is not None:
+                return short if scope is self.scope else f"{short} in {scope!r}"
+        return None
 
     def _refuse(self, cell: Cell, reason: str) -> None:
         if cell.id not in self.refused:
@@ -367,3 +377,12 @@ class _Runner:
             self.answered += 1
             self.done += 1
         self._report(row)
+
+
+async def asweep(
+    evalset: EvalSet | Iterable[Any], target: Target | Callable[..., Any], **options: Any
+) -> SweepResult:
+    """:func:`sweep` from async code: it runs on a worker thread, in a copy of this
+    context (its budgets and span), so the event loop is not blocked. Targets remain
+    sync callables (the sweep calls them from its own worker threads)."""
+    return await asyncio.to_thread(sweep, evalset, target, **options)

@@ -184,3 +184,22 @@ def test_top_level_names() -> None:
     from tcc_plugin.sweep.grid import Cell as GridCell
 
     assert GridCell is Cell
+
+
+async def test_asweep_runs_off_the_event_loop_inside_the_callers_budget(tmp_path: Path) -> None:
+    from tcc_plugin.sweep import asweep
+
+    log: list[Any] = []
+    with tcc_plugin.budget(calls=7) as outer:
+        out = await asweep(questions(5), model(always, log), budgets=[16, 32],
+                           results=tmp_path / "r.jsonl", concurrency=1)  # fmt: skip
+        with pytest.raises(SweepBudgetError, match=r"needs up to 5 calls, 0 left in Budget\("):
+            await asweep(questions(5), model(always, log), budgets=[64],
+                         results=tmp_path / "r.jsonl")  # fmt: skip
+    # the budget around the sweep refuses the 8th question before it is asked
+    assert len(log) == 7 and out.answered == 7
+    assert (
+        out.refused["single-b32"]
+        == "needs up to 1 calls, 0 left in Budget(calls=7, policy='raise')"
+    )
+    assert outer.spent.calls == 7 and len(out.rows) == 7
