@@ -33,7 +33,6 @@ UsageExtractor = Callable[[Any], "Usage | Mapping[str, int] | None"]
 """Reads usage from a decorated function's return value (or, for streams, a chunk)."""
 
 
-
 class Applicable(Protocol):
     """Anything with ``apply()`` returning a context manager, e.g. a sweep's
     :class:`~tcc_plugin.sweep.Policy`."""

@@ -106,6 +106,8 @@ def _short(limits: dict[str, int | Decimal], need: dict[str, Any]) -> str | None
     for key, amount in need.items():
         left = limits.get(key)
         if left is not None and amount > left:
+            if key == "usd":
+                return f"needs up to ${amount:.6f} (its dearest question so far), ${left:.6f} left"
             return f"needs up to {amount} {key.replace('_', ' ')}, {left} left"
     return None
 

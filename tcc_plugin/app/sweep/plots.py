@@ -99,18 +99,20 @@ def plot(a: Analysis, path: str | os.PathLike[str]) -> Path:
     cost_ax.legend(fontsize=7, loc="best")
     cost_ax.grid(alpha=0.3)
 
-    # a server that does not report reasoning tokens: plot output tokens instead
-    reported = any(s.reasoning_tokens > 0 for s in a.cells)
-
-    def tokens(s: CellStats) -> float:
-        return s.reasoning_tokens if reported else s.output_tokens
-
     families: dict[tuple[object, ...], list[CellStats]] = {}
     for s in a.cells:
         families.setdefault(s.cell.family, []).append(s)
     for family, members in sorted(families.items(), key=lambda kv: str(kv[0])):
         members.sort(key=lambda s: (thinking_tokens(s.cell.thinking_budget) or 0, s.cell_id))
         label = "-".join(str(p) for p in family if p is not None)
+        # a server that reports no reasoning tokens (llama-server chat): its output tokens
+        reported = any(s.reasoning_tokens > 0 for s in members)
+        if not reported:
+            label += " (output tokens)"
+
+        def tokens(s: CellStats, reported: bool = reported) -> float:
+            return s.reasoning_tokens if reported else s.output_tokens
+
         tokens_ax.plot(
             [tokens(s) for s in members],
             [s.accuracy for s in members],
@@ -122,12 +124,10 @@ def plot(a: Analysis, path: str | os.PathLike[str]) -> Path:
         for s in members:
             if s.overthinking:
                 _ring(tokens_ax, tokens(s), s.accuracy)
-    tokens_ax.set_xlabel(
-        "reasoning tokens per question" if reported else "output tokens per question"
-    )
+    tokens_ax.set_xlabel("reasoning tokens per question")
     tokens_ax.set_ylabel("accuracy")
     tokens_ax.set_ylim(-0.02, 1.02)
-    tokens_ax.set_title(f"accuracy vs {'reasoning' if reported else 'output'} tokens, per method")
+    tokens_ax.set_title("accuracy vs reasoning tokens, per method")
     tokens_ax.legend(fontsize=7, loc="best")
     tokens_ax.grid(alpha=0.3)
     fig.suptitle(f"sweep {a.sweep}", fontsize=10)
