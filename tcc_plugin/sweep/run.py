@@ -190,7 +190,7 @@ def sweep(
     min_thinking_tokens: int | None = None,
     cells: Sequence[Cell] | None = None,
     seeds: int | Sequence[int] = 1,
-    checker: CheckerLike = "numeric",
+    checker: CheckerLike | None = None,
     judge: Callable[[str], Any] | None = None,
     verifier: str | VerifierFor | None = None,
     results: str | Path = "sweep-results.jsonl",
@@ -212,7 +212,8 @@ def sweep(
     The grid is ``cells``, or methods x ``budgets`` (x ``n`` x ``stop`` for sampling).
     ``target`` is a :class:`Target` or a function ``fn(question, *, thinking_budget,
     seed)``. ``checker`` scores replies (``exact``, ``numeric``, ``code``, ``judge`` with
-    ``judge=``, or a function); ``verifier`` is best-of-N's (``"code"``, default when
+    ``judge=``, or a function; default ``code`` when every question has tests, else
+    ``numeric``); ``verifier`` is best-of-N's (``"code"``, default when
     every question has tests). The whole sweep runs under ``budget`` (else one made of
     ``usd`` / ``output_tokens`` / ``calls``); a cell whose next question no longer fits
     is refused (see :attr:`SweepResult.refused`). Bad configuration raises
@@ -220,6 +221,8 @@ def sweep(
     """
     questions = as_evalset(evalset)
     tgt = target if isinstance(target, Target) else function_target(target)
+    if checker is None:  # code tasks by their tests, the rest by their numeric answer
+        checker = "code" if all(q.tests for q in questions) else "numeric"
     check = as_checker(checker, judge=judge)
     grid_cells = list(dict.fromkeys(cells)) if cells is not None else grid(
         methods=methods, budgets=budgets, n=n, stop=stop, min_thinking_tokens=min_thinking_tokens

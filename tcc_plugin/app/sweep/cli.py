@@ -230,7 +230,7 @@ def _run(argv: Sequence[str]) -> int:
     questions = _evalset(args)
     for bad in questions.skipped:
         console.print(f"[yellow]skipped[/] {bad}")
-    checker = args.checker or ("code" if all(q.tests for q in questions) else "numeric")
+    checker = args.checker  # default: code when every question has tests, else numeric
     tokens = [b for b in args.budgets if isinstance(b, int)]
     from rich.progress import (
         BarColumn,
@@ -312,7 +312,9 @@ def _report(argv: Sequence[str]) -> int:
         min_accuracy=args.min_accuracy,
         sweep=args.sweep,
     )
-    _outputs(args, a, [r for r in rows if r["sweep"] == a.sweep], console)
+    mine = [r for r in rows if r["sweep"] == a.sweep]
+    refused = {r["cell_id"]: r["error"] for r in mine if r.get("refused")}
+    _outputs(args, a, mine, console, refused)
     return 0
 
 

@@ -203,3 +203,23 @@ async def test_asweep_runs_off_the_event_loop_inside_the_callers_budget(tmp_path
         == "needs up to 1 calls, 0 left in Budget(calls=7, policy='raise')"
     )
     assert outer.spent.calls == 7 and len(out.rows) == 7
+
+
+def test_code_tasks_use_the_sandboxed_checker_and_verifier(tmp_path: Path) -> None:
+    from tcc_plugin.sweep import code_tasks
+
+    tasks = code_tasks().questions[:2]
+    reference = {q.question: q.meta["reference"] for q in tasks}
+
+    def write_code(question: str, *, seed: int) -> str:  # right on even seeds only
+        body = reference[question] if seed % 2 == 0 else "def nothing():\n    pass\n"
+        return f"Here you go:\n```python\n{body}```"
+
+    out = sweep(tasks, write_code, methods=["single", "best_of_n"], n=[2], seeds=2,
+                results=tmp_path / "r.jsonl")  # fmt: skip
+    a = out.analysis
+    assert a is not None
+    assert a.cell("single").accuracy == 0.5  # seed 1 writes nothing useful
+    assert a.cell("best_of_n-n2").accuracy == 1.0  # the tests pick the right sample
+    row = next(r for r in out.rows if r["cell_id"] == "single" and r["seed"] == 0)
+    assert row["answer"].startswith("def ") and row["score"] == 1.0
