@@ -28,6 +28,9 @@ from tcc_plugin.sampling import (
     best_of_n,
     self_consistency,
 )
+
+# last: binds the name `sweep` to the function (the subpackage stays importable by path)
+from tcc_plugin.sweep import Policy, load_policy, sweep
 from tcc_plugin.usage import Usage
 
 if TYPE_CHECKING:
@@ -39,6 +42,7 @@ __all__ = [
     "BudgetUnavailable",
     "ForcingResult",
     "GpuHourPrice",
+    "Policy",
     "PriceBook",
     "PriceUnknown",
     "ResponseError",
@@ -61,9 +65,11 @@ __all__ = [
     "default_price_book",
     "instrument",
     "llm_call",
+    "load_policy",
     "self_consistency",
     "set_price",
     "shared_budget",
+    "sweep",
     "thinking",
 ]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from contextlib import AbstractContextManager, nullcontext
-from typing import Any, TypeVar, cast, overload
+from contextlib import AbstractContextManager, ExitStack, nullcontext
+from typing import Any, Protocol, TypeVar, cast, overload
 
 from tcc_plugin.adapter import Adapter, CallInfo, Clamp, ResponseInfo, StreamReader
 from tcc_plugin.budget import Budget, active_budgets
@@ -31,6 +31,14 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 UsageExtractor = Callable[[Any], "Usage | Mapping[str, int] | None"]
 """Reads usage from a decorated function's return value (or, for streams, a chunk)."""
+
+
+class Applicable(Protocol):
+    """Anything with ``apply()`` returning a context manager, e.g. a sweep's
+    :class:`~tcc_plugin.sweep.Policy`."""
+
+    def apply(self) -> AbstractContextManager[Any]: ...
+
 
 _MAX_TOKENS_PARAMS = ("max_tokens", "max_output_tokens", "max_completion_tokens", "max_new_tokens")
 _AUTO = "auto"
@@ -168,6 +176,7 @@ def llm_call(
     stream: bool = False,
     budget: Budget | None = None,
     retry: RetryPolicy | None = None,
+    policy: Applicable | None = None,
 ) -> Callable[[F], F]: ...
 
 
@@ -187,6 +196,7 @@ def llm_call(
     stream: bool = False,
     budget: Budget | None = None,
     retry: RetryPolicy | None = None,
+    policy: Applicable | None = None,
 ) -> F | Callable[[F], F]:
     """Budget, price and trace every call of the decorated function.
 
@@ -202,7 +212,9 @@ def llm_call(
     function's ``model`` argument) and ``provider`` select the price. ``budget`` runs
     each call inside that budget, nested in the caller's. ``retry`` retries failed
     calls (else the :class:`~tcc_plugin.RetryPolicy` entered around the caller, if any);
-    a generator's stream is not retried once it has started.
+    a generator's stream is not retried once it has started. ``policy`` (a sweep's
+    :class:`~tcc_plugin.sweep.Policy`) runs each call inside ``policy.apply()``: its
+    thinking budget and per-call budget (not for generator functions).
     """
 
     def decorate(func: F) -> F:
@@ -221,9 +233,19 @@ def llm_call(
             stream=stream,
         )
         scope = budget
+        if policy is not None and (
+            inspect.isasyncgenfunction(func) or inspect.isgeneratorfunction(func)
+        ):
+            raise TypeError("llm_call(policy=...) does not apply to generator functions")
 
         def entered() -> AbstractContextManager[Any]:
-            return scope if scope is not None else nullcontext()
+            if policy is None:
+                return scope if scope is not None else nullcontext()
+            stack = ExitStack()
+            if scope is not None:
+                stack.enter_context(scope)
+            stack.enter_context(policy.apply())
+            return stack
 
         def chain() -> tuple[Budget, ...] | None:
             # A generator must not enter a scope: its context would leak into the

@@ -1,4 +1,5 @@
-"""The ``tcc`` command: ``tcc demo`` (the main job), ``tcc report FILE``, ``tcc --version``."""
+"""The ``tcc`` command: ``tcc demo`` (the main job), ``tcc report FILE``, ``tcc sweep``,
+``tcc --version``."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ __all__ = ["main"]
 _COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("tcc_plugin.app.demo", "run a small agent task on the embedded local engine"),
     "report": ("tcc_plugin.app.report", "summarise a JSON-lines trace file"),
+    "sweep": ("tcc_plugin.app.sweep.cli", "find the sweet spot of thinking budget x method"),
 }
 
 

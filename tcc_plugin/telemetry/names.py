@@ -83,6 +83,7 @@ RETRY_ERROR_KIND: Final = "tcc.retry.error_kind"
 RETRY_WAIT: Final = "tcc.retry.wait_s"
 SAMPLING_PREFIX: Final = "tcc.sampling."
 FORCING_PREFIX: Final = "tcc.forcing."
+SWEEP_PREFIX: Final = "tcc.sweep."
 
 METRIC_COST: Final = "tcc.client.cost"
 METRIC_REASONING_TOKENS: Final = "tcc.client.reasoning_tokens"

@@ -40,6 +40,9 @@ PUBLIC = [
     "set_price",
     "shared_budget",
     "thinking",
+    "Policy",
+    "load_policy",
+    "sweep",
 ]
 
 

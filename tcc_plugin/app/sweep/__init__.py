@@ -1,0 +1,1 @@
+"""`tcc sweep`: the sweep CLI, its targets (local engine, endpoints, hosted models) and plots."""
