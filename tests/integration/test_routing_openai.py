@@ -66,7 +66,9 @@ def test_self_assessment_and_the_chosen_route_are_charged_and_nested(
     assert route_span.attributes[ROUTE_DIFFICULTY] == 0.8
     calls = [s for s in telemetry.spans() if s.name.startswith("chat ")]
     assert [s.name for s in calls] == ["chat gpt-4o-mini", "chat o3"]
-    assert all(s.parent is not None and s.parent.span_id == route_span.context.span_id for s in calls)
+    assert all(
+        s.parent is not None and s.parent.span_id == route_span.context.span_id for s in calls
+    )
     prompt = api.body(0)["messages"][0]["content"]
     assert "from 0 (trivial" in prompt and "sum of two cubes" in prompt
 

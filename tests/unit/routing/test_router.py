@@ -164,7 +164,9 @@ def test_a_malformed_router_fails_at_construction(routes: Any, kwargs: Any, mess
         "ok": two_routes(rec),
     }
     with pytest.raises((ValueError, TypeError), match=message):
-        Router(built.get(routes, routes) if isinstance(routes, str) else routes, lambda _: 0, **kwargs)
+        Router(
+            built.get(routes, routes) if isinstance(routes, str) else routes, lambda _: 0, **kwargs
+        )
 
 
 def test_a_route_is_validated() -> None:
