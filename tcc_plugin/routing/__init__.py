@@ -33,7 +33,7 @@ from tcc_plugin.routing.estimators import (
 from tcc_plugin.routing.learned import LearnedDifficulty, estimator_from_policy, labels_from_sweep
 from tcc_plugin.routing.plan import RoutingError
 from tcc_plugin.routing.route import Attempt, Route, RouteResult, escalation
-from tcc_plugin.routing.router import Cascade, Router, cascade
+from tcc_plugin.routing.router import Cascade, RouteInProgress, Router, cascade
 
 __all__ = [
     "AcceptRule",
@@ -43,6 +43,7 @@ __all__ = [
     "Judgement",
     "LearnedDifficulty",
     "Route",
+    "RouteInProgress",
     "RouteResult",
     "Router",
     "RoutingError",

@@ -30,13 +30,16 @@ __all__ = [
     "text_of_input",
 ]
 
-_NUMBER: Final = re.compile(r"-?\d+(?:[.,]\d+)?")
-_OPERATOR: Final = re.compile(r"[-+*/^=<>%]|\b(?:times|plus|minus|divided|percent|sum|product)\b")
-_HARD_WORDS: Final = re.compile(
-    r"\b(?:prove|proof|derive|integral|optimi[sz]e|algorithm|complexity|recursive|"
-    r"probability|expected|combinator\w*|theorem|why)\b",
-    re.IGNORECASE,
+_NUMBER: Final = re.compile(r"\d+(?:[.,]\d+)?")
+_OPERATOR_CHARS: Final = "+*/=^%<>"
+_OPERATOR_WORDS: Final = frozenset(
+    {"times", "plus", "minus", "divided", "percent", "sum", "product", "twice", "half"}
 )
+_HARD_WORDS: Final = frozenset(
+    {"prove", "proof", "derive", "integral", "optimise", "optimize", "algorithm", "why"}
+    | {"complexity", "recursive", "probability", "expected", "theorem", "combinatorics"}
+)
+_STRIP: Final = ".,;:!?()[]{}\"'"
 
 
 def text_of_input(value: Any) -> str:
@@ -143,12 +146,12 @@ class heuristic_difficulty(DifficultyEstimator):
         for predicate, difficulty in self.rules:
             if predicate(text):
                 return difficulty
-        words = len(text.split())
+        words = [w.strip(_STRIP) for w in text.lower().split()]
         numbers = len(_NUMBER.findall(text))
-        operators = len(_OPERATOR.findall(text))
-        hard = len(_HARD_WORDS.findall(text))
+        operators = sum(map(text.count, _OPERATOR_CHARS)) + sum(w in _OPERATOR_WORDS for w in words)
+        hard = len(_HARD_WORDS.intersection(words))
         score = (
-            0.5 * min(words / self.words_for_hard, 1.0)
+            0.5 * min(len(words) / self.words_for_hard, 1.0)
             + 0.25 * min(numbers / self.numbers_for_hard, 1.0)
             + 0.25 * min(operators / self.numbers_for_hard, 1.0)
             + 0.25 * min(hard, 2) / 2

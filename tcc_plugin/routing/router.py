@@ -28,7 +28,7 @@ from tcc_plugin.routing.telemetry import (
 )
 from tcc_plugin.telemetry import recorder
 
-__all__ = ["Cascade", "Router", "cascade"]
+__all__ = ["Cascade", "RouteInProgress", "Router", "cascade"]
 
 logger = logging.getLogger("tcc_plugin")
 
@@ -135,6 +135,8 @@ class _Driven:
 
     @staticmethod
     def _finish(span: Any, result: RouteResult) -> None:
+        if span is None or not span.is_recording():
+            return
         for attempt in result.attempts:
             record_attempt(span, attempt)
         record_result(span, result)
@@ -200,8 +202,85 @@ class Router(_Driven):
             return await step.route.acall(value)
         raise AssertionError(step)  # pragma: no cover
 
+    def begin(self, value: Any) -> RouteInProgress:
+        """Decide ``value``'s route without answering yet: for callers that run the route
+        themselves (a stream). Finish with :meth:`RouteInProgress.finish` or ``fail``."""
+        span = start_route_span(self.kind, self.name, self.estimator_name)
+        plan = self._plan()
+        try:
+            with recorder.activated(span):
+                step = next(plan)
+                while isinstance(step, Estimate):
+                    try:
+                        outcome = self.estimator.estimate(value)
+                    except Exception as exc:
+                        self._note_failure(span, step, exc)
+                        step = plan.throw(exc)
+                    else:
+                        step = plan.send(outcome)
+        except BaseException as exc:
+            recorder.end_span(span, exc)
+            raise
+        assert isinstance(step, Answer)
+        return RouteInProgress(span, plan, step.route)
+
+    async def abegin(self, value: Any) -> RouteInProgress:
+        """The async twin of :meth:`begin`."""
+        span = start_route_span(self.kind, self.name, self.estimator_name)
+        plan = self._plan()
+        try:
+            with recorder.activated(span):
+                step = next(plan)
+                while isinstance(step, Estimate):
+                    try:
+                        outcome = await self.estimator.aestimate(value)
+                    except Exception as exc:
+                        self._note_failure(span, step, exc)
+                        step = plan.throw(exc)
+                    else:
+                        step = plan.send(outcome)
+        except BaseException as exc:
+            recorder.end_span(span, exc)
+            raise
+        assert isinstance(step, Answer)
+        return RouteInProgress(span, plan, step.route)
+
     def __repr__(self) -> str:
         return f"Router({[r.name for r in self.routes]}, estimator={self.estimator_name})"
+
+
+class RouteInProgress:
+    """A routing decision whose route the caller runs itself (see :meth:`Router.begin`):
+    ``route`` is the chosen one; run it inside :meth:`activated` so its calls nest
+    under the routing span, then :meth:`finish` with the answer or :meth:`fail`."""
+
+    def __init__(self, span: Any, plan: Plan, route: Route) -> None:
+        self.span = span
+        self.route = route
+        self._plan = plan
+        self._done = False
+
+    def activated(self) -> Any:
+        return recorder.activated(self.span)
+
+    def finish(self, answer: Any) -> RouteResult:
+        if self._done:
+            raise RuntimeError("this routing decision is already finished")
+        self._done = True
+        try:
+            self._plan.send(answer)
+        except StopIteration as done:
+            result: RouteResult = done.value
+            _Driven._finish(self.span, result)
+            recorder.end_span(self.span)
+            return result
+        raise AssertionError("a router plan answers once")  # pragma: no cover
+
+    def fail(self, error: BaseException) -> None:
+        if not self._done:
+            self._done = True
+            self._plan.close()
+            recorder.end_span(self.span, error)
 
 
 class Cascade(_Driven):
