@@ -34,7 +34,6 @@ directly.
 from __future__ import annotations
 
 import argparse
-import math
 import random
 import statistics
 import sys
@@ -54,7 +53,7 @@ from tcc_plugin.routing import (
 from tcc_plugin.sampling import self_consistency, stop_never
 
 CHEAP_COST, THINK_COST = 1.0, 10.0
-WORDS = "apples crates trains tickets litres pages coins workers boxes miles".split()
+WORDS = ["apples", "crates", "trains", "tickets", "litres", "pages", "coins", "workers", "boxes", "miles"]
 
 
 RIGHT = "100"  # answers are numbers, as the sampling extractors expect
