@@ -27,8 +27,7 @@ that accuracy. Then the routing overhead per decision (heuristic estimator, no
 self-assessment call), without and with the OpenTelemetry SDK, against calling the route
 directly.
 
-    python benchmarks/routing.py [--questions 3000] [--seed 7]
-    python benchmarks/routing.py --local-engine   # on demand: the embedded engine, see --help
+    python benchmarks/routing.py [--questions 3000] [--seed 7] [--frontier]
 """
 
 from __future__ import annotations
@@ -53,7 +52,7 @@ from tcc_plugin.routing import (
 from tcc_plugin.sampling import self_consistency, stop_never
 
 CHEAP_COST, THINK_COST = 1.0, 10.0
-WORDS = ["apples", "crates", "trains", "tickets", "litres", "pages", "coins", "workers", "boxes", "miles"]
+WORDS = ["apples", "crates", "trains", "tickets", "litres", "pages", "coins", "workers"]
 
 
 RIGHT = "100"  # answers are numbers, as the sampling extractors expect
@@ -247,7 +246,8 @@ def simulate(args: argparse.Namespace) -> int:
     print(f"always-cheap: accuracy {cheap.accuracy:.1%}, cost {cheap.cost:.2f}")
     print(f"always-think: accuracy {think.accuracy:.1%}, cost {think.cost:.2f}")
     print(f"\ncheapest point within 0.5 pt of always-think (>= {target:.1%}):")
-    print(f"{'method':<18} {'setting':<22} {'accuracy':>9} {'cost':>6} {'vs think':>9} {'vs oracle':>10}")
+    header = ("method", "setting", "accuracy", "cost", "vs think", "vs oracle")
+    print("{:<18} {:<22} {:>9} {:>6} {:>9} {:>10}".format(*header))
     for name, points in methods.items():
         best = cheapest_at(points, target)
         if best is None:
@@ -287,30 +287,13 @@ def simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def local_engine(args: argparse.Namespace) -> int:  # pragma: no cover - on demand
-    """Thinking off vs budget-forced thinking on the embedded engine, on a few built-in
-    questions: needs the local engine (``tcc demo`` builds it) and the sweep's built-in
-    arithmetic set."""
-    try:
-        from tcc_plugin.app.sweep.builtin import builtin_questions  # type: ignore[import-not-found]
-    except ImportError:
-        print("the built-in eval set (tcc sweep) is not installed in this checkout", file=sys.stderr)
-        return 2
-    print(len(list(builtin_questions("arithmetic"))), "built-in questions")
-    return 0
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--questions", type=int, default=3000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--frontier", action="store_true", help="print every frontier point")
-    parser.add_argument("--local-engine", action="store_true")
-    args = parser.parse_args(argv)
-    if args.local_engine:
-        return local_engine(args)
-    return simulate(args)
+    return simulate(parser.parse_args(argv))
 
 
 if __name__ == "__main__":
