@@ -84,6 +84,7 @@ def make_question(i: int, rng: random.Random) -> Question:
         verb = rng.choice(["Then it ships", "After that it receives", "Each day it loses"])
         parts.append(f"{verb} {rng.randint(2, 99)} {rng.choice(WORDS)}.")
     parts.append("How many remain?" if d < 0.5 else "How many remain, in total, at the end?")
+
     def wrong() -> str:  # the dominant distractor 101, else one of 102..105
         return "101" if rng.random() < 0.6 else str(rng.randint(102, 105))
 
