@@ -314,3 +314,27 @@ def test_an_async_route_in_the_sync_driver_says_to_use_the_async_twin() -> None:
 
     with pytest.raises(TypeError, match="async twin"):
         Router([Route("think", think)], lambda _: 0.5).run("q")
+
+
+def test_llm_call_functions_as_routes_are_charged_and_nested(telemetry: Telemetry) -> None:
+    from tcc_plugin import Usage, llm_call
+
+    @llm_call(model="o3", provider="openai", max_output_tokens=500, usage=lambda r: r["usage"])
+    def think(question: str) -> dict[str, Any]:
+        return {"text": "1729", "usage": Usage(input=20, output=400, reasoning=380)}
+
+    @llm_call(
+        model="gpt-4o-mini", provider="openai", max_output_tokens=50, usage=lambda r: r["usage"]
+    )
+    def cheap(question: str) -> dict[str, Any]:
+        return {"text": "4", "usage": Usage(input=10, output=2)}
+
+    router = Router([Route("cheap", cheap, up_to=0.5), Route("think", think)], lambda q: 0.9)
+    with budget(usd=1, calls=1) as b:
+        assert router("taxicab?")["text"] == "1729"
+    # o3: $2 / M input, $8 / M output
+    assert b.spent.usd == (20 * Decimal(2) + 400 * Decimal(8)) / 10**6
+    assert (b.spent.calls, b.spent.reasoning_tokens) == (1, 380)
+    decision = telemetry.span("route router")
+    call = next(s for s in telemetry.spans() if s is not decision)
+    assert call.parent is not None and call.parent.span_id == decision.context.span_id
