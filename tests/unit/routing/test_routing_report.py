@@ -62,5 +62,5 @@ def test_the_report_counts_decisions_per_route_with_their_cost(telemetry: Teleme
     console = Console(width=140, record=True)
     console.print(render(report))
     text = console.export_text()
-    assert "Routing" in text and "cascade" in text and "75%" in text
+    assert "Routing" in text and "cascade" in text and "75.0%" in text
     assert report.to_dict()["routing"][0]["router"] == "cascade"
