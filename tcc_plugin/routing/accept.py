@@ -112,15 +112,15 @@ def as_accept_rule(rule: AcceptLike) -> AcceptRule:
     )
 
 
-class accept_all(AcceptRule):
-    """Accept when every rule does (confidence: the lowest)."""
+class _Combined(AcceptRule):
+    """Rules judged together; nested combinations of the same kind flatten."""
 
     def __init__(self, *rules: AcceptLike) -> None:
         flat: list[AcceptRule] = []
         for rule in map(as_accept_rule, rules):
-            flat.extend(rule.rules if isinstance(rule, accept_all) else (rule,))
+            flat.extend(rule.rules if isinstance(rule, type(self)) else (rule,))
         if not flat:
-            raise ValueError("accept_all needs at least one rule")
+            raise ValueError(f"{type(self).__name__} needs at least one rule")
         self.rules: tuple[AcceptRule, ...] = tuple(flat)
 
     def judge(self, answer: Any) -> Judgement:
@@ -129,8 +129,14 @@ class accept_all(AcceptRule):
     async def ajudge(self, answer: Any) -> Judgement:
         return self._combine([await rule.ajudge(answer) for rule in self.rules])
 
-    @staticmethod
-    def _combine(verdicts: list[Judgement]) -> Judgement:
+    def _combine(self, verdicts: list[Judgement]) -> Judgement:
+        raise NotImplementedError
+
+
+class accept_all(_Combined):
+    """Accept when every rule does (confidence: the lowest)."""
+
+    def _combine(self, verdicts: list[Judgement]) -> Judgement:
         known = [v.confidence for v in verdicts if v.confidence is not None]
         return Judgement(
             all(v.accepted for v in verdicts),
@@ -139,25 +145,10 @@ class accept_all(AcceptRule):
         )
 
 
-class accept_any(AcceptRule):
+class accept_any(_Combined):
     """Accept when any rule does (confidence: the highest)."""
 
-    def __init__(self, *rules: AcceptLike) -> None:
-        flat: list[AcceptRule] = []
-        for rule in map(as_accept_rule, rules):
-            flat.extend(rule.rules if isinstance(rule, accept_any) else (rule,))
-        if not flat:
-            raise ValueError("accept_any needs at least one rule")
-        self.rules: tuple[AcceptRule, ...] = tuple(flat)
-
-    def judge(self, answer: Any) -> Judgement:
-        return self._combine([rule.judge(answer) for rule in self.rules])
-
-    async def ajudge(self, answer: Any) -> Judgement:
-        return self._combine([await rule.ajudge(answer) for rule in self.rules])
-
-    @staticmethod
-    def _combine(verdicts: list[Judgement]) -> Judgement:
+    def _combine(self, verdicts: list[Judgement]) -> Judgement:
         known = [v.confidence for v in verdicts if v.confidence is not None]
         return Judgement(
             any(v.accepted for v in verdicts),
