@@ -85,27 +85,15 @@ def _merge(final: Any, chunk: Any) -> Any:
         return chunk
 
 
-class RouterRunnable(RunnableSerializable[Input, Any]):
-    """Routes each input with ``router`` (a :class:`~tcc_plugin.routing.Router` whose
-    routes' answers are runnables) and returns the chosen route's output.
+class _Routing(RunnableSerializable[Input, Any]):
+    """What both runnables share: invoke/ainvoke over a routing object bound to the run."""
 
-    ``stream``/``astream`` decide first, then stream the chosen route's chunks (its calls
-    still nest under the routing span); ``output="result"`` returns the
-    :class:`~tcc_plugin.routing.RouteResult` (route, difficulty, reason) instead."""
-
-    router: Router
     output: str = "value"
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
-    def _router(self, config: RunnableConfig, run_manager: Any) -> Router:
-        r = self.router
-        return Router(
-            _bind(r.routes, config, run_manager),
-            r.estimator,
-            fallback=None if r.fallback is None else r.fallback.name,
-            name=r.name,
-        )
+    def _bound(self, config: RunnableConfig, run_manager: Any) -> Router | Cascade:
+        raise NotImplementedError
 
     def _out(self, result: Any) -> Any:
         return result if self.output == "result" else result.answer
@@ -122,13 +110,33 @@ class RouterRunnable(RunnableSerializable[Input, Any]):
         self, input: Input, run_manager: CallbackManagerForChainRun, config: RunnableConfig
     ) -> Any:
         with use_handler():
-            return self._out(self._router(config, run_manager).run(input))
+            return self._out(self._bound(config, run_manager).run(input))
 
     async def _ainvoke(
         self, input: Input, run_manager: AsyncCallbackManagerForChainRun, config: RunnableConfig
     ) -> Any:
         with use_handler():
-            return self._out(await self._router(config, run_manager).arun(input))
+            return self._out(await self._bound(config, run_manager).arun(input))
+
+
+class RouterRunnable(_Routing[Input]):
+    """Routes each input with ``router`` (a :class:`~tcc_plugin.routing.Router` whose
+    routes' answers are runnables) and returns the chosen route's output.
+
+    ``stream``/``astream`` decide first, then stream the chosen route's chunks (its calls
+    still nest under the routing span); ``output="result"`` returns the
+    :class:`~tcc_plugin.routing.RouteResult` (route, difficulty, reason) instead."""
+
+    router: Router
+
+    def _bound(self, config: RunnableConfig, run_manager: Any) -> Router:
+        r = self.router
+        return Router(
+            _bind(r.routes, config, run_manager),
+            r.estimator,
+            fallback=None if r.fallback is None else r.fallback.name,
+            name=r.name,
+        )
 
     def stream(
         self, input: Input, config: RunnableConfig | None = None, **kwargs: Any
@@ -172,39 +180,13 @@ class RouterRunnable(RunnableSerializable[Input, Any]):
         decision.finish(final)
 
 
-class CascadeRunnable(RunnableSerializable[Input, Any]):
+class CascadeRunnable(_Routing[Input]):
     """Runs ``cascade`` (a :class:`~tcc_plugin.routing.Cascade` whose routes' answers are
     runnables) and returns the accepted output. A cascade judges whole answers, so
     ``stream`` yields the accepted output once."""
 
     cascade: Cascade
-    output: str = "value"
 
-    model_config = ConfigDict(arbitrary_types_allowed=True)
-
-    def _cascade(self, config: RunnableConfig, run_manager: Any) -> Cascade:
+    def _bound(self, config: RunnableConfig, run_manager: Any) -> Cascade:
         c = self.cascade
         return Cascade(_bind(c.routes, config, run_manager), c.accept, carry=c.carry, name=c.name)
-
-    def _out(self, result: Any) -> Any:
-        return result if self.output == "result" else result.answer
-
-    def invoke(self, input: Input, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
-        return self._call_with_config(self._invoke, input, config, **kwargs)
-
-    async def ainvoke(
-        self, input: Input, config: RunnableConfig | None = None, **kwargs: Any
-    ) -> Any:
-        return await self._acall_with_config(self._ainvoke, input, config, **kwargs)
-
-    def _invoke(
-        self, input: Input, run_manager: CallbackManagerForChainRun, config: RunnableConfig
-    ) -> Any:
-        with use_handler():
-            return self._out(self._cascade(config, run_manager).run(input))
-
-    async def _ainvoke(
-        self, input: Input, run_manager: AsyncCallbackManagerForChainRun, config: RunnableConfig
-    ) -> Any:
-        with use_handler():
-            return self._out(await self._cascade(config, run_manager).arun(input))
