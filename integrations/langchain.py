@@ -38,6 +38,7 @@ from tcc_plugin.integrations.langchain_callbacks import (
     TCCCallbackHandler,
     use_handler,
 )
+from tcc_plugin.integrations.langchain_routing import CascadeRunnable, RouterRunnable
 from tcc_plugin.integrations.langchain_runnables import (
     BudgetRunnable,
     RetryRunnable,
@@ -56,9 +57,11 @@ from tcc_plugin.integrations.langchain_sampling import (
 __all__ = [
     "BestOfNRunnable",
     "BudgetRunnable",
+    "CascadeRunnable",
     "LangChainAdapter",
     "LangChainRequest",
     "RetryRunnable",
+    "RouterRunnable",
     "SelfConsistencyRunnable",
     "TCCCallbackHandler",
     "question_text",

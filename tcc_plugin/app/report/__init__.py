@@ -2,7 +2,8 @@
 
 Calls, tokens (input, cached, output, reasoning and its share), cost, latency
 percentiles with their spread, time to first token, retries, budget outcomes and what
-sampling saved, as rich tables, JSON (``--json``) or a plot (``--plot out.png``).
+sampling saved, routing decisions per route, as rich tables, JSON (``--json``) or a
+plot (``--plot out.png``).
 
     from tcc_plugin.app.report import load
     report = load("tcc-traces.jsonl")
@@ -10,13 +11,20 @@ sampling saved, as rich tables, JSON (``--json``) or a plot (``--plot out.png``)
 """
 
 from tcc_plugin.app.report._cli import load, main
-from tcc_plugin.app.report._load import CallRecord, SamplingRecord, Spans, classify
+from tcc_plugin.app.report._load import (
+    CallRecord,
+    RoutingRecord,
+    SamplingRecord,
+    Spans,
+    classify,
+)
 from tcc_plugin.app.report._plot import plot
 from tcc_plugin.app.report._render import render
 from tcc_plugin.app.report._summary import (
     CallStats,
     Distribution,
     Report,
+    RoutingStats,
     SamplingStats,
     percentile,
     summarize,
@@ -27,6 +35,8 @@ __all__ = [
     "CallStats",
     "Distribution",
     "Report",
+    "RoutingRecord",
+    "RoutingStats",
     "SamplingRecord",
     "SamplingStats",
     "Spans",

@@ -12,18 +12,21 @@ A *call* is one provider call, whatever the layers that saw it. A span with
   price, the cache writes and the budget outcome.
 
 A *sampling group* is a span with ``tcc.sampling.*`` attributes; its calls are the call
-spans below it.
+spans below it. A *routing decision* is a span with ``tcc.route.kind`` (a router's or a
+cascade's); its calls are the call spans below it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from tcc_plugin.telemetry import names
 
-__all__ = ["CallRecord", "SamplingRecord", "Spans", "classify"]
+__all__ = ["CallRecord", "RoutingRecord", "SamplingRecord", "Spans", "classify"]
+
+_ROUTE: Final = "tcc.route."
 
 _SPAN_KEY = tuple[str, str]
 
@@ -77,13 +80,30 @@ class SamplingRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class RoutingRecord:
+    """One routing decision (a router's or a cascade's span) and the calls below it."""
+
+    trace_id: str
+    span_id: str
+    kind: str
+    router: str
+    route: str
+    escalations: int
+    skipped: int
+    calls: int
+    cost_usd: float
+    failed: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Spans:
-    """What a trace file holds, split into calls and sampling groups."""
+    """What a trace file holds, split into calls, sampling groups and routing decisions."""
 
     spans: int
     traces: int
     calls: tuple[CallRecord, ...]
     sampling: tuple[SamplingRecord, ...]
+    routing: tuple[RoutingRecord, ...] = ()
 
 
 def _int(value: Any) -> int | None:
@@ -280,10 +300,36 @@ def classify(records: Iterable[Mapping[str, Any]]) -> Spans:
                 priced_calls=len(priced),
             )
         )
+    route_keys = [k for k in spans if _ROUTE + "kind" in (spans[k].get("attributes") or {})]
+    routed: dict[_SPAN_KEY, list[CallRecord]] = {k: [] for k in route_keys}
+    for key, call in calls.items():
+        for ancestor in ancestors(key):
+            if ancestor in routed:
+                routed[ancestor].append(call)
+    decisions = [_routing(key, spans[key], routed[key]) for key in route_keys]
     ordered = sorted(calls.values(), key=lambda c: c.start_time_ns)
     return Spans(
         spans=len(spans),
         traces=len({k[0] for k in spans}),
         calls=tuple(ordered),
         sampling=tuple(groups),
+        routing=tuple(decisions),
+    )
+
+
+def _routing(key: _SPAN_KEY, record: Mapping[str, Any], calls: list[CallRecord]) -> RoutingRecord:
+    attrs: Mapping[str, Any] = record.get("attributes") or {}
+    skipped = attrs.get(_ROUTE + "skipped")
+    status = record.get("status") or {}
+    return RoutingRecord(
+        trace_id=key[0],
+        span_id=key[1],
+        kind=_str(attrs.get(_ROUTE + "kind")) or "router",
+        router=_str(attrs.get(_ROUTE + "router")) or str(record.get("name") or ""),
+        route=_str(attrs.get(_ROUTE + "name")) or "(none)",
+        escalations=_int(attrs.get(_ROUTE + "escalations")) or 0,
+        skipped=len(skipped) if isinstance(skipped, list) else 0,
+        calls=len(calls),
+        cost_usd=sum(c.cost_usd for c in calls if c.cost_usd is not None),
+        failed=isinstance(status, dict) and status.get("code") == "ERROR",
     )

@@ -10,7 +10,13 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from tcc_plugin.app.report._summary import CallStats, Distribution, Report, SamplingStats
+from tcc_plugin.app.report._summary import (
+    CallStats,
+    Distribution,
+    Report,
+    RoutingStats,
+    SamplingStats,
+)
 from tcc_plugin.telemetry import names
 
 __all__ = ["print_report", "render"]
@@ -253,6 +259,31 @@ def _sampling_table(sampling: Sequence[SamplingStats]) -> Table | None:
     return table
 
 
+def _routing_table(routing: Sequence[RoutingStats]) -> Table | None:
+    if not routing:
+        return None
+    table = _table(
+        "Routing",
+        ("Router", "Route"),
+        ("Decisions", "Share", "Calls", "Cost", "Cost/decision", "Escalated", "Skipped"),
+        "Share: of the router's decisions. Escalated: decisions that tried a cheaper route "
+        "first (cascades). Skipped: routes passed over because the budget could not pay.",
+    )
+    for r in routing:
+        table.add_row(
+            r.router,
+            r.route,
+            _int(r.decisions),
+            _share(r.share),
+            _int(r.calls),
+            _usd(r.cost_usd),
+            _usd(r.cost_per_decision_usd),
+            _share(r.escalation_rate) if r.kind == "cascade" else "-",
+            _int(r.skipped),
+        )
+    return table
+
+
 def render(report: Report) -> RenderableType:
     """The report as one rich renderable."""
     files = ", ".join(report.files) or "spans"
@@ -272,6 +303,7 @@ def render(report: Report) -> RenderableType:
         _ttft_table(report),
         _control_table(report),
         _sampling_table(report.sampling),
+        _routing_table(report.routing),
     ):
         if table is not None:
             parts.append(table)

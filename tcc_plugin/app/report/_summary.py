@@ -9,7 +9,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from tcc_plugin.app.report._load import CallRecord, SamplingRecord, Spans
+from tcc_plugin.app.report._load import CallRecord, RoutingRecord, SamplingRecord, Spans
 
 __all__ = ["CallStats", "Distribution", "Report", "SamplingStats", "percentile", "summarize"]
 
@@ -187,6 +187,45 @@ class SamplingStats:
 
 
 @dataclass(frozen=True, slots=True)
+class RoutingStats:
+    """The decisions of one router (or cascade) that chose one route.
+
+    ``share`` is this route's part of the router's decisions; ``escalation_rate`` the
+    share of them that escalated at least once (cascades); ``skipped`` how many times a
+    route the budget could not pay for was passed over on the way here."""
+
+    router: str
+    kind: str
+    route: str
+    decisions: int
+    share: float
+    calls: int
+    cost_usd: float
+    cost_per_decision_usd: float | None
+    escalation_rate: float
+    skipped: int
+    failed: int
+
+    @classmethod
+    def of(cls, decisions: Sequence[RoutingRecord], of_router: int) -> RoutingStats:
+        first = decisions[0]
+        cost = math.fsum(d.cost_usd for d in decisions)
+        return cls(
+            router=first.router,
+            kind=first.kind,
+            route=first.route,
+            decisions=len(decisions),
+            share=len(decisions) / of_router if of_router else 0.0,
+            calls=sum(d.calls for d in decisions),
+            cost_usd=cost,
+            cost_per_decision_usd=cost / len(decisions) if decisions else None,
+            escalation_rate=sum(1 for d in decisions if d.escalations) / len(decisions),
+            skipped=sum(d.skipped for d in decisions),
+            failed=sum(1 for d in decisions if d.failed),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Report:
     """Everything ``tcc report`` shows; :meth:`to_dict` is its ``--json`` form."""
 
@@ -197,6 +236,7 @@ class Report:
     total: CallStats
     sampling: tuple[SamplingStats, ...]
     calls: tuple[CallRecord, ...] = field(repr=False)
+    routing: tuple[RoutingStats, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (the ``--json`` output), without the per-call records."""
@@ -214,6 +254,7 @@ class Report:
             "by_model": [stats(s) for s in self.by_model],
             "total": stats(self.total),
             "sampling": [asdict(s) for s in self.sampling],
+            "routing": [asdict(r) for r in self.routing],
         }
 
 
@@ -229,6 +270,16 @@ def summarize(spans: Spans, files: Sequence[str] = ()) -> Report:
     named: dict[str, list[SamplingRecord]] = {}
     for group in spans.sampling:
         named.setdefault(group.name, []).append(group)
+    per_router: dict[str, list[RoutingRecord]] = {}
+    for decision in spans.routing:
+        per_router.setdefault(decision.router, []).append(decision)
+    routing: list[RoutingStats] = []
+    for _, decisions in sorted(per_router.items()):
+        by_route: dict[str, list[RoutingRecord]] = {}
+        for decision in decisions:
+            by_route.setdefault(decision.route, []).append(decision)
+        for chosen in sorted(by_route.values(), key=len, reverse=True):
+            routing.append(RoutingStats.of(chosen, len(decisions)))
     return Report(
         files=tuple(files),
         spans=spans.spans,
@@ -237,4 +288,5 @@ def summarize(spans: Spans, files: Sequence[str] = ()) -> Report:
         total=CallStats.of(spans.calls, "*", "*", "*"),
         sampling=tuple(SamplingStats.of(name, groups) for name, groups in sorted(named.items())),
         calls=spans.calls,
+        routing=tuple(routing),
     )

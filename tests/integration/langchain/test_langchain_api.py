@@ -13,9 +13,11 @@ def test_public_names() -> None:
     assert sorted(langchain.__all__) == [
         "BestOfNRunnable",
         "BudgetRunnable",
+        "CascadeRunnable",
         "LangChainAdapter",
         "LangChainRequest",
         "RetryRunnable",
+        "RouterRunnable",
         "SelfConsistencyRunnable",
         "TCCCallbackHandler",
         "question_text",
