@@ -75,6 +75,14 @@ class DifficultyEstimator(ABC):
     async def aestimate(self, value: Any) -> float:
         return await asyncio.to_thread(self.estimate, value)
 
+    def estimate_step(self, value: Any) -> Callable[[Any], float]:
+        """A plan step function estimating ``value`` (for :func:`tcc_plugin.plans.drive`)."""
+        return lambda _step: self.estimate(value)
+
+    def aestimate_step(self, value: Any) -> Callable[[Any], Awaitable[float]]:
+        """The async twin of :meth:`estimate_step`."""
+        return lambda _step: self.aestimate(value)
+
 
 EstimatorLike = DifficultyEstimator | Callable[[Any], float]
 

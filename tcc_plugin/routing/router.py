@@ -4,7 +4,7 @@ their plans (:mod:`tcc_plugin.routing.plan`) synchronously or on an event loop."
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from typing import Any
 
 from tcc_plugin.budget import active_budgets
@@ -200,20 +200,11 @@ class Router(_Driven):
         plan = self._plan()
         try:
             with recorder.activated(span):
-                step = next(plan)
-                while isinstance(step, Estimate):
-                    try:
-                        outcome = self.estimator.estimate(value)
-                    except Exception as exc:
-                        self._note_failure(span, step, exc)
-                        step = plan.throw(exc)
-                    else:
-                        step = plan.send(outcome)
+                route = drive(_until_answer(plan, span), self.estimator.estimate_step(value))
         except BaseException as exc:
             recorder.end_span(span, exc)
             raise
-        assert isinstance(step, Answer)
-        return RouteInProgress(span, plan, step.route)
+        return RouteInProgress(span, plan, route)
 
     async def abegin(self, value: Any) -> RouteInProgress:
         """The async twin of :meth:`begin`."""
@@ -221,23 +212,33 @@ class Router(_Driven):
         plan = self._plan()
         try:
             with recorder.activated(span):
-                step = next(plan)
-                while isinstance(step, Estimate):
-                    try:
-                        outcome = await self.estimator.aestimate(value)
-                    except Exception as exc:
-                        self._note_failure(span, step, exc)
-                        step = plan.throw(exc)
-                    else:
-                        step = plan.send(outcome)
+                route = await adrive(
+                    _until_answer(plan, span), self.estimator.aestimate_step(value)
+                )
         except BaseException as exc:
             recorder.end_span(span, exc)
             raise
-        assert isinstance(step, Answer)
-        return RouteInProgress(span, plan, step.route)
+        return RouteInProgress(span, plan, route)
 
     def __repr__(self) -> str:
         return f"Router({[r.name for r in self.routes]}, estimator={self.estimator_name})"
+
+
+def _until_answer(plan: Plan, span: Any) -> Generator[Step, Any, Route]:
+    """Run ``plan``'s estimate steps (yielded to the driver) up to its answer step; the
+    route to answer with is returned and ``plan`` is left waiting for the answer."""
+    step = next(plan)
+    while isinstance(step, Estimate):
+        try:
+            outcome = yield step
+        except Exception as exc:
+            _Driven._note_failure(span, step, exc)
+            step = plan.throw(exc)
+        else:
+            step = plan.send(outcome)
+    if not isinstance(step, Answer):  # pragma: no cover - a router plan answers next
+        raise AssertionError(step)
+    return step.route
 
 
 class RouteInProgress:
