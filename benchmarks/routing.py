@@ -28,6 +28,14 @@ self-assessment call), without and with the OpenTelemetry SDK, against calling t
 directly.
 
     python benchmarks/routing.py [--questions 3000] [--seed 7] [--frontier]
+
+On demand, on the embedded local engine (thinking off vs budget-forced thinking, on the
+built-in set; a few minutes per question on 2 cores):
+
+    tcc sweep --builtin arithmetic --methods single,forcing --budgets 64,512 \
+        --results engine.jsonl
+    python benchmarks/routing.py --from-sweep engine.jsonl --cheap single-b64 \
+        --think forcing-b512
 """
 
 from __future__ import annotations
@@ -288,13 +296,108 @@ def simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def from_sweep(args: argparse.Namespace) -> int:
+    """Routers over real outcomes: a ``tcc sweep`` results file (e.g. on the embedded
+    engine) holds, per question, whether the cheap cell and the thinking cell answered
+    it and what each cost; each router is replayed on them (the learned one with 2-fold
+    cross-validation: trained on one half, scored on the other)."""
+    import json
+
+    with open(args.from_sweep, encoding="utf-8") as lines:
+        rows = [json.loads(line) for line in lines if line.strip()]
+    rows = [r for r in rows if not r.get("error") and not r.get("refused")]
+    per: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for row in rows:
+        per.setdefault(row["question_id"], {}).setdefault(row["cell_id"], []).append(row)
+    cells = {c for q in per.values() for c in q}
+    for cell in (args.cheap, args.think):
+        if cell not in cells:
+            print(f"no rows of cell {cell!r}; the file has {sorted(cells)}", file=sys.stderr)
+            return 2
+    both = {q: c for q, c in per.items() if args.cheap in c and args.think in c}
+    if len(both) < 4:
+        print(f"{len(both)} questions answered by both cells: too few", file=sys.stderr)
+        return 2
+
+    def outcome(rs: list[dict[str, Any]]) -> tuple[bool, float]:
+        right = sum(bool(r["correct"]) for r in rs) * 2 > len(rs)
+        cost = statistics.fmean(float(r.get("cost_usd") or 0.0) for r in rs)
+        return right, cost
+
+    table = {
+        q: (c[args.cheap][0]["question"], outcome(c[args.cheap]), outcome(c[args.think]))
+        for q, c in sorted(both.items())
+    }
+
+    def score(pick: Callable[[str, str], bool], ids: Sequence[str]) -> Point:
+        right = cost = 0.0
+        for q in ids:
+            text, cheap, think = table[q]
+            chosen = think if pick(q, text) else cheap
+            right += chosen[0]
+            cost += chosen[1]
+        return Point("", "", right / len(ids), cost / len(ids))
+
+    ids = list(table)
+    think_all = score(lambda q, t: True, ids)
+    print(f"{len(ids)} questions, cheap = {args.cheap}, think = {args.think}")
+    print(f"always-cheap: {score(lambda q, t: False, ids).accuracy:.1%}, "
+          f"${score(lambda q, t: False, ids).cost:.5f} per question")  # fmt: skip
+    print(f"always-think: {think_all.accuracy:.1%}, ${think_all.cost:.5f} per question")
+    heuristic = heuristic_difficulty()
+    thresholds = [t / 20 for t in range(21)]
+    methods: dict[str, list[Point]] = {
+        "heuristic router": [
+            score(lambda q, text, t=t: heuristic.estimate(text) > t, ids) for t in thresholds
+        ],
+        "oracle router": [score(lambda q, t: not table[q][1][0] and table[q][2][0], ids)],
+    }
+    half = len(ids) // 2
+    folds = (ids[:half], ids[half:])
+    learned_points: list[Point] = []
+    try:
+        models = []
+        for train in (folds[1], folds[0]):
+            labels = [not table[q][1][0] for q in train]
+            models.append(LearnedDifficulty.fit([table[q][0] for q in train], labels, buckets=256))
+        for t in thresholds:
+            right = cost = 0.0
+            for model, test in zip(models, folds, strict=True):
+                point = score(lambda q, text, m=model, t=t: m.estimate(text) > t, test)
+                right += point.accuracy * len(test)
+                cost += point.cost * len(test)
+            learned_points.append(Point("", "", right / len(ids), cost / len(ids)))
+        methods["learned router (2-fold)"] = learned_points
+    except ValueError as exc:
+        print(f"learned router skipped: {exc}")
+    target = think_all.accuracy - 0.005
+    for name, points in methods.items():
+        best = cheapest_at(points, target)
+        if best is None:
+            top = max(points, key=lambda p: p.accuracy)
+            print(f"{name:<24} never within 0.5 pt (best {top.accuracy:.1%}, ${top.cost:.5f})")
+        else:
+            print(f"{name:<24} {best.accuracy:.1%} at ${best.cost:.5f} "
+                  f"({best.cost / think_all.cost:.0%} of always-think)")  # fmt: skip
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--questions", type=int, default=3000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--frontier", action="store_true", help="print every frontier point")
-    return simulate(parser.parse_args(argv))
+    parser.add_argument(
+        "--from-sweep",
+        metavar="RESULTS",
+        help="replay the routers on a tcc sweep results file (real outcomes, e.g. the "
+        "embedded engine) instead of the simulation",
+    )
+    parser.add_argument("--cheap", default="single-b64", help="the sweep cell of the cheap route")
+    parser.add_argument("--think", default="forcing-b512", help="the sweep cell of thinking")
+    args = parser.parse_args(argv)
+    return from_sweep(args) if args.from_sweep else simulate(args)
 
 
 if __name__ == "__main__":
