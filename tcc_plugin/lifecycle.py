@@ -4,18 +4,18 @@
 
 :class:`Call` holds the logic as plain steps; :func:`run` and :func:`arun` drive a
 non-streamed call (sync and async), :class:`ObservedStream` and
-:class:`AsyncObservedStream` a streamed one. Integrations supply an
-:class:`~tcc_plugin.adapter.Adapter` and the function that sends the request.
+:class:`AsyncObservedStream` (in :mod:`tcc_plugin.observed_stream`) a streamed one.
+Integrations supply an :class:`~tcc_plugin.adapter.Adapter` and the function that sends
+the request.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
 from dataclasses import replace
 from decimal import Decimal
@@ -34,6 +34,7 @@ from tcc_plugin.adapter import (
 from tcc_plugin.budget import Budget, Charge, Demand, Reservation, active_budgets, reserve
 from tcc_plugin.cancellation import cancelled_usage, is_cancellation
 from tcc_plugin.errors import BudgetExceeded, PriceUnknown, UsageError
+from tcc_plugin.observed_stream import AsyncObservedStream, ObservedStream
 from tcc_plugin.pricing import Bill, Price, PriceBook, bill, default_price_book
 from tcc_plugin.retry import (
     RetriesExhausted,
@@ -62,7 +63,6 @@ logger = logging.getLogger("tcc_plugin")
 
 RequestT = TypeVar("RequestT")
 ResponseT = TypeVar("ResponseT")
-ChunkT = TypeVar("ChunkT")
 
 
 _NO_DEMAND = Demand(input_tokens=0)
@@ -772,139 +772,3 @@ async def aopen_stream(
     """The async twin of :func:`open_stream`."""
     call = Call.begin(adapter, request, budgets=budgets, price_book=price_book, retry=retry)
     return AsyncObservedStream(call, await asend_with_retries(call, send))
-
-
-class _StreamEnd:
-    """What ends a stream: shared by the sync and async observers."""
-
-    __slots__ = ("call",)
-
-    def __init__(self, call: Call[Any]) -> None:
-        self.call = call
-
-    def finished(self) -> None:
-        self.call.succeed(self.call.stream_result())
-
-    def raised(self, exc: BaseException) -> None:
-        # Chunks already reached the caller: a broken stream is not retried.
-        self.call.fail(exc, self.call.stream_result())
-
-    def abandoned(self) -> None:
-        # Closed or dropped half-read: what was read is charged; when the provider sent
-        # no usage yet, the reservation is (flagged as missing usage).
-        if not self.call.done:
-            self.call.succeed(self.call.stream_result(), **{names.STREAM_ABANDONED: True})
-
-
-class ObservedStream(Generic[ChunkT]):
-    """Iterates a provider stream, feeding each chunk to the call; ends the call when
-    the stream finishes, raises, is closed, or is garbage-collected half-read.
-    Other attributes are those of the wrapped stream. With ``enclose``, the stream's
-    own code (a decorated generator's body) runs with the call enclosing it, so a
-    provider call it makes takes the call's charge over."""
-
-    def __init__(self, call: Call[Any], stream: Any, *, enclose: bool = False) -> None:
-        self._call = call
-        self._end = _StreamEnd(call)
-        self._stream = stream
-        self._iterator: Iterator[ChunkT] = iter(stream)
-        self._enclose = enclose
-
-    def __iter__(self) -> ObservedStream[ChunkT]:
-        return self
-
-    def __next__(self) -> ChunkT:
-        try:
-            if self._enclose:
-                with self._call.activated():
-                    chunk = next(self._iterator)
-            else:
-                chunk = next(self._iterator)
-        except StopIteration:
-            self._end.finished()
-            raise
-        except BaseException as exc:
-            self._end.raised(exc)
-            raise
-        self._call.chunk(chunk)
-        return chunk
-
-    def close(self) -> None:
-        """Close the underlying stream; the call ends with what was read."""
-        try:
-            closer = getattr(self._stream, "close", None)
-            if callable(closer):
-                closer()
-        finally:
-            self._end.abandoned()
-
-    def __enter__(self) -> ObservedStream[ChunkT]:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        with contextlib.suppress(Exception):  # at interpreter shutdown anything may be gone
-            self._end.abandoned()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._stream, name)
-
-
-class AsyncObservedStream(Generic[ChunkT]):
-    """The async twin of :class:`ObservedStream`."""
-
-    def __init__(self, call: Call[Any], stream: Any, *, enclose: bool = False) -> None:
-        self._call = call
-        self._end = _StreamEnd(call)
-        self._stream = stream
-        self._iterator: AsyncIterator[ChunkT] = aiter(stream)
-        self._enclose = enclose
-
-    def __aiter__(self) -> AsyncObservedStream[ChunkT]:
-        return self
-
-    async def __anext__(self) -> ChunkT:
-        try:
-            if self._enclose:
-                with self._call.activated():
-                    chunk = await anext(self._iterator)
-            else:
-                chunk = await anext(self._iterator)
-        except StopAsyncIteration:
-            self._end.finished()
-            raise
-        except BaseException as exc:
-            self._end.raised(exc)
-            raise
-        self._call.chunk(chunk)
-        return chunk
-
-    async def aclose(self) -> None:
-        """Close the underlying stream; the call ends with what was read."""
-        try:
-            closer = getattr(self._stream, "aclose", None) or getattr(self._stream, "close", None)
-            if callable(closer):
-                result = closer()
-                if hasattr(result, "__await__"):
-                    await result
-        finally:
-            self._end.abandoned()
-
-    async def close(self) -> None:
-        """Alias of :meth:`aclose` (provider async streams name it ``close``)."""
-        await self.aclose()
-
-    async def __aenter__(self) -> AsyncObservedStream[ChunkT]:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
-
-    def __del__(self) -> None:
-        with contextlib.suppress(Exception):  # at interpreter shutdown anything may be gone
-            self._end.abandoned()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._stream, name)
