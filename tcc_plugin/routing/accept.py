@@ -13,7 +13,7 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from tcc_plugin.sampling._stats import beta_leader_probability
 from tcc_plugin.sampling.result import Candidate, SamplingResult
@@ -113,7 +113,10 @@ def as_accept_rule(rule: AcceptLike) -> AcceptRule:
 
 
 class _Combined(AcceptRule):
-    """Rules judged together; nested combinations of the same kind flatten."""
+    """Rules judged together; nested combinations of the same kind flatten. ``every``:
+    all must accept (confidence: the lowest), else any (confidence: the highest)."""
+
+    every: ClassVar[bool]
 
     def __init__(self, *rules: AcceptLike) -> None:
         flat: list[AcceptRule] = []
@@ -130,31 +133,25 @@ class _Combined(AcceptRule):
         return self._combine([await rule.ajudge(answer) for rule in self.rules])
 
     def _combine(self, verdicts: list[Judgement]) -> Judgement:
-        raise NotImplementedError
+        known = [v.confidence for v in verdicts if v.confidence is not None]
+        flags = [v.accepted for v in verdicts]
+        return Judgement(
+            all(flags) if self.every else any(flags),
+            (min(known) if self.every else max(known)) if known else None,
+            (" & " if self.every else " | ").join(v.detail for v in verdicts if v.detail),
+        )
 
 
 class accept_all(_Combined):
     """Accept when every rule does (confidence: the lowest)."""
 
-    def _combine(self, verdicts: list[Judgement]) -> Judgement:
-        known = [v.confidence for v in verdicts if v.confidence is not None]
-        return Judgement(
-            all(v.accepted for v in verdicts),
-            min(known) if known else None,
-            " & ".join(v.detail for v in verdicts if v.detail),
-        )
+    every = True
 
 
 class accept_any(_Combined):
     """Accept when any rule does (confidence: the highest)."""
 
-    def _combine(self, verdicts: list[Judgement]) -> Judgement:
-        known = [v.confidence for v in verdicts if v.confidence is not None]
-        return Judgement(
-            any(v.accepted for v in verdicts),
-            max(known) if known else None,
-            " | ".join(v.detail for v in verdicts if v.detail),
-        )
+    every = False
 
 
 class accept_agreement(AcceptRule):
