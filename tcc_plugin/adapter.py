@@ -139,6 +139,12 @@ class Adapter(Generic[RequestT, ResponseT]):
         ``None``: nothing to record."""
         return None
 
+    def response_attributes(self, response: Any) -> Mapping[str, AttributeValue]:
+        """What a provider's HTTP response (or error) says beside its body, for the
+        call's span (the provider's request id, ...); read as soon as the call has it.
+        Empty: nothing to add."""
+        return {}
+
     def classify_error(self, error: BaseException) -> ErrorInfo | None:
         """How to treat ``error`` from the provider's SDK for retrying (``None``: not
         the SDK's; the core's generic classification then applies)."""

@@ -418,13 +418,12 @@ class Call(Generic[RequestT]):
 
     def note_response(self, response: Any) -> None:
         """Record what the provider's HTTP response says beside its body (the request
-        id, ...), through the adapter's optional ``response_attributes(response)``, as
-        soon as the call has it: a stream has its headers long before its usage."""
-        read = getattr(self.adapter, "response_attributes", None)
-        if read is None or self.delegated:
+        id, ...), through the adapter's ``response_attributes(response)``, as soon as
+        the call has it: a stream has its headers long before its usage."""
+        if self.delegated:
             return
         try:
-            attributes = read(response)
+            attributes = self.adapter.response_attributes(response)
         except Exception:
             logger.warning("tcc_plugin could not read a response's headers", exc_info=True)
             return
