@@ -44,7 +44,7 @@ from tcc_plugin.sampling import (
     stop_unbeatable,
     whole,
 )
-from tcc_plugin.sampling.api import DEFAULT_LAUNCH
+from tcc_plugin.sampling.api import DEFAULT_LAUNCH, DEFAULT_STOP
 
 N = 16
 TOKENS_PER_SECOND = 150  # output tokens a sample streams per second of its latency
@@ -161,16 +161,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--questions", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--quick", action="store_true", help="fewer policies and rules")
+    parser.add_argument(
+        "--defaults-on-seeds",
+        metavar="S1,S2,...",
+        help="only the defaults (and their baselines), once per seed, with a summary",
+    )
     args = parser.parse_args(argv)
+    if args.defaults_on_seeds:
+        seeds = [int(s) for s in args.defaults_on_seeds.split(",")]
+        return defaults_on_seeds(seeds, args.questions)
 
     def confident(t: float, method: Any) -> Callable[[], StopRule]:
         return lambda: stop_confident(t, method=method) | stop_unbeatable()
 
     rules: list[tuple[str, Callable[[], StopRule]]] = [
         ("unbeatable", stop_unbeatable),
+        ("default", lambda: DEFAULT_STOP),
         ("beta .95|unbeat", confident(0.95, "beta")),
         ("pred .95|unbeat", confident(0.95, "predictive")),
-        ("pred .9|unbeat", confident(0.9, "predictive")),
     ]
     policies: list[tuple[str, LaunchPolicy]] = [
         ("all at once", launch_all()),
@@ -178,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         ("waves(2)", launch_waves(2)),
         ("waves(4)", launch_waves(4)),
         ("adaptive(g=0)", launch_adaptive(growth=0.0)),
+        ("adaptive(g=.25)", launch_adaptive(growth=0.25)),
         ("adaptive(g=.5)", launch_adaptive(growth=0.5)),
         ("adaptive(g=1)", launch_adaptive(growth=1.0)),
         ("adaptive(g=2)", launch_adaptive(growth=2.0)),
@@ -185,17 +194,20 @@ def main(argv: list[str] | None = None) -> int:
         ("adaptive(g=1,m3)", launch_adaptive(growth=1.0, min_wave=3)),
     ]
     if args.quick:
-        rules = [rules[0], rules[3]]
+        rules = [rules[0], rules[1]]
         policies = [policies[0], policies[4], policies[5]]
     questions = simulate(args.questions, args.seed)
     print(
         f"{len(questions)} questions ({sum(q.hard for q in questions)} hard), seed "
-        f"{args.seed}, N={N}; default launch policy: {DEFAULT_LAUNCH!r}"
+        f"{args.seed}, N={N}; defaults: stop={DEFAULT_STOP!r}, launch={DEFAULT_LAUNCH!r}"
     )
     t0 = time.perf_counter()
     base = run(questions, None, launch_all())
     assert base.walls is not None
     base_wall = statistics.mean(base.walls)
+    before = run(questions, stop_unbeatable(), launch_all())  # the defaults before launch=
+    assert before.walls is not None
+    before_wall = statistics.mean(before.walls)
     n_q = len(questions)
     print(
         f"fixed N=16 majority, all at once: accuracy {100 * base.right / n_q:.1f}%, "
@@ -203,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     header = (
         f"{'stop rule':<16} {'launch':<17} {'paid/q':>6} {'fewer':>6} {'tok/q':>6} "
-        f"{'tok fewer':>9} {'acc vs N16':>10} {'wall/all':>8} {'wall/N16':>8}"
+        f"{'tok fewer':>9} {'acc vs N16':>10} {'wall/all':>8} {'wall/old':>8} {'wall/N16':>8}"
     )
     print(header)
     for rule_name, make_rule in rules:
@@ -219,9 +231,44 @@ def main(argv: list[str] | None = None) -> int:
                 f"{N * n_q / row.launched:>5.2f}x {row.output_tokens / n_q:>6.0f} "
                 f"{base.output_tokens / row.output_tokens:>8.2f}x "
                 f"{100 * (row.right - base.right) / n_q:>+9.1f}pt "
-                f"{wall / all_wall:>7.2f}x {wall / base_wall:>7.2f}x"
+                f"{wall / all_wall:>7.2f}x {wall / before_wall:>7.2f}x {wall / base_wall:>7.2f}x"
             )
+    print(
+        "wall/all: vs launching every sample at once with the same rule; wall/old: vs the "
+        "defaults before launch policies (stop_unbeatable(), all at once)"
+    )
     print(f"({time.perf_counter() - t0:.0f}s of real time)")
+    return 0
+
+
+def defaults_on_seeds(seeds: list[int], count: int) -> int:
+    """The defaults on several simulated sets: per seed and min / median / max."""
+    print(f"defaults: stop={DEFAULT_STOP!r}, launch={DEFAULT_LAUNCH!r}; {count} questions/seed")
+    print(f"{'seed':>4} {'paid/q':>6} {'fewer':>6} {'acc vs N16':>10} {'wall/all':>8} "
+          f"{'wall/old':>8} {'wall/N16':>8}")  # fmt: skip
+    rows: list[tuple[float, ...]] = []
+    for seed in seeds:
+        questions = simulate(count, seed)
+        base = run(questions, None, launch_all())
+        before = run(questions, stop_unbeatable(), launch_all())
+        same_all = run(questions, DEFAULT_STOP, launch_all())
+        row = run(questions, DEFAULT_STOP, DEFAULT_LAUNCH)
+        wall = statistics.mean(row.walls or [])
+        figures = (
+            row.launched / count,
+            N * count / row.launched,
+            100 * (row.right - base.right) / count,
+            wall / statistics.mean(same_all.walls or []),
+            wall / statistics.mean(before.walls or []),
+            wall / statistics.mean(base.walls or []),
+        )
+        rows.append(figures)
+        print(f"{seed:>4} {figures[0]:>6.2f} {figures[1]:>5.2f}x {figures[2]:>+9.1f}pt "
+              f"{figures[3]:>7.2f}x {figures[4]:>7.2f}x {figures[5]:>7.2f}x")  # fmt: skip
+    for label, pick in (("min", min), ("median", statistics.median), ("max", max)):
+        f = [pick(column) for column in zip(*rows, strict=True)]
+        print(f"{label:>6} {f[0]:>4.2f} {f[1]:>5.2f}x {f[2]:>+9.1f}pt "
+              f"{f[3]:>7.2f}x {f[4]:>7.2f}x {f[5]:>7.2f}x")  # fmt: skip
     return 0
 
 

@@ -170,12 +170,12 @@ class launch_adaptive(LaunchPolicy):
     answer, gave none, failed, or for best-of-N scored too low to stop the group):
     ``target = ceil(needed * (1 + growth * dissent))``, at least ``min_wave`` (at
     most ``n``). ``growth=0`` decides exactly like :class:`launch_sequential` (the
-    same samples paid) in fewer round trips; the default 0.5 trades a few samples for
+    same samples paid) in fewer round trips; the default 0.25 trades a few samples for
     wall time (see benchmarks/sampling_frontier.py).
     Without a rule that can fire (``needed`` is ``None``), every sample launches.
     """
 
-    def __init__(self, *, growth: float = 0.5, min_wave: int = 1) -> None:
+    def __init__(self, *, growth: float = 0.25, min_wave: int = 1) -> None:
         if not (isinstance(growth, (int, float)) and growth >= 0 and math.isfinite(growth)):
             raise ValueError(f"launch_adaptive: growth must be finite and >= 0, got {growth!r}")
         if isinstance(min_wave, bool) or not isinstance(min_wave, int) or min_wave < 1:

@@ -23,6 +23,7 @@ from tcc_plugin.sampling import (
     stop_after_completed,
     stop_confident,
     stop_on_score,
+    stop_unbeatable,
     weighted,
     whole,
     worst_case,
@@ -297,13 +298,26 @@ def test_verifier_errors_are_recorded_not_raised() -> None:
 
 
 # -- early stopping ---------------------------------------------------------------------
-def test_default_stop_is_lossless_and_saves_samples() -> None:
+def test_unbeatable_is_lossless_and_saves_samples() -> None:
     answers = seeded_answers(seed=3, n=16, p_correct=0.8)
     full = self_consistency(Scripted(answers), n=16, concurrency=1, stop=None)
-    early = self_consistency(Scripted(answers), n=16, concurrency=1)
+    early = self_consistency(Scripted(answers), n=16, concurrency=1, stop=stop_unbeatable())
     assert early.answer == full.answer == "42"
     assert early.launched < 16 and early.stopped_early and early.stop_reason == "rule"
     assert early.stop_rule == "stop_unbeatable()"
+
+
+def test_default_stop_is_predictive_confidence_then_unbeatable() -> None:
+    # Three unanimous votes of 16: P(the leader still leads after all 16) = 0.917
+    # under the Dirichlet-multinomial predictive with a uniform prior; two give 0.808.
+    source = Scripted(["9"] * 16)
+    result = self_consistency(source, n=16, concurrency=1)
+    assert result.launched == 3 and result.answer == "9" and sorted(source.calls) == [0, 1, 2]
+    assert result.stop_rule == "stop_confident(0.9, method='predictive')"
+    # 4 votes to 1: 0.916 stops; 3 to 1 (0.78) does not.
+    source = Scripted(["9", "8", "9", "9", "9", *["9"] * 11])
+    result = self_consistency(source, n=16, concurrency=1)
+    assert result.launched == 5 and result.answer == "9"
 
 
 def test_adaptive_consistency_stops_on_a_unanimous_start() -> None:

@@ -102,7 +102,7 @@ def test_policies_say_how_many_to_have_in_flight() -> None:
     assert (launch_sequential() | launch_waves(4))(state(), 9) == 4
     assert (launch_all() & launch_adaptive(min_wave=2))(state(), 1) == 2
     assert repr(launch_adaptive() | launch_waves(2)) == (
-        "launch_adaptive(growth=0.5, min_wave=1) | launch_waves(2)"
+        "launch_adaptive(growth=0.25, min_wave=1) | launch_waves(2)"
     )
 
 
@@ -160,14 +160,20 @@ def test_adaptive_launches_only_what_the_rule_needs() -> None:
     )
     # four unanimous votes make stop_confident(0.95) fire: exactly four are launched
     assert result.launched == 4 and result.cancelled == 0 and result.answer == "7"
-    assert result.launch == "launch_adaptive(growth=0.5, min_wave=1)"
+    assert result.launch == "launch_adaptive(growth=0.25, min_wave=1)"
 
 
 def test_sequential_and_waves_in_a_thread_group() -> None:
-    seq = self_consistency(Scripted(["1"] * 16), n=16, launch=launch_sequential())
+    unbeatable = stop_unbeatable()
+    seq = self_consistency(
+        Scripted(["1"] * 16), n=16, stop=unbeatable, launch=launch_sequential()
+    )
     assert seq.launched == 9 and seq.cancelled == 0  # unbeatable after 9 of 16
-    waves = self_consistency(Scripted(["1"] * 16), n=16, launch=launch_waves(4))
+    waves = self_consistency(Scripted(["1"] * 16), n=16, stop=unbeatable, launch=launch_waves(4))
     assert waves.launched == 12  # three waves of four: the third brings 9
+    # the default rule fires on three unanimous votes: one wave of four, one cancelled
+    waves = self_consistency(Scripted(["1"] * 16), n=16, launch=launch_waves(4))
+    assert waves.launched == 4 and waves.completed + waves.cancelled == 4
 
 
 # -- property: launch/cancel interleavings keep the ledger exact ---------------------------
