@@ -36,7 +36,13 @@ from tcc_plugin.sampling import (
 from tcc_plugin.sampling.api import DEFAULT_LAUNCH, DEFAULT_STOP
 from tcc_plugin.sweep import arithmetic
 
-SYSTEM = "Solve the problem step by step, briefly. End with 'Final Answer: N'."
+
+def reply_text(response: Any) -> str:
+    """The reply's text; the thought when the message is empty (llama-server with
+    ``--reasoning-format deepseek`` files a small model's whole answer as its thought
+    when it never closes one)."""
+    message = response.choices[0].message
+    return message.content or getattr(message, "reasoning_content", None) or ""
 
 
 @dataclass
@@ -59,13 +65,14 @@ async def run_recipe(
     out = Outcome()
     for text, _ in questions:
 
-        async def ask(text: str = text) -> Any:
-            return await client.chat.completions.create(
+        async def ask(text: str = text) -> str:
+            response = await client.chat.completions.create(
                 model=model,
-                messages=[{"role": "system", "content": SYSTEM}, {"role": "user", "content": text}],
+                messages=[{"role": "user", "content": text}],
                 max_tokens=max_tokens,
                 temperature=0.8,
             )
+            return reply_text(response)
 
         t0 = time.perf_counter()
         async with budget(name="question") as b:
