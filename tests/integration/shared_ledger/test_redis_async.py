@@ -327,3 +327,44 @@ def test_one_ledger_serves_several_event_loops(server: RedisServer) -> None:
     assert not ledger._sides  # every loop's client was closed with its loop
     assert team.spent.calls == 15 and team.reserved.is_zero()
     assert sync_connections(ledger) == 1  # the reads above; the calls used asyncio clients
+
+
+async def test_async_nesting_clamp_and_hand_over_await_the_store(
+    server: RedisServer, async_openai_client: Any, api: MockAPI
+) -> None:
+    """A local budget inside a shared one, a clamp sized on the store's fresh numbers, and
+    a decorated async function whose instrumented client call takes its reservation over:
+    all on the asyncio client."""
+    seen: list[int] = []
+
+    @llm_call(model="team-model", provider="test", input_tokens=0)
+    async def clamped(max_tokens: int = 1000) -> Usage:
+        seen.append(max_tokens)
+        return Usage(input=0, output=max_tokens)
+
+    first, other = RedisLedger(server.url), RedisLedger(server.url)
+    async with tcc_plugin.budget(output_tokens=1500, key="c", ledger=first, policy="clamp"):
+        await clamped()
+    async with tcc_plugin.budget(output_tokens=1500, key="c", ledger=other, policy="clamp") as b:
+        await clamped()  # this process had not seen the spend: refused, then clamped
+    assert seen == [1000, 500] and b.spent.output_tokens == 1500
+
+    client = instrument(async_openai_client)
+    api.queue(json_response(chat_completion(chat_usage(30, 20))))
+
+    @llm_call(model="o3", provider="openai", input_tokens=30)
+    async def agent(max_tokens: int = 100) -> Any:
+        return await client.chat.completions.create(
+            model="o3", messages=QUESTION, max_completion_tokens=max_tokens
+        )
+
+    team = tcc_plugin.budget(calls=5, key="hand", ledger=RedisLedger(server.url))
+    async with team:
+        async with tcc_plugin.budget(calls=1) as request:
+            await agent()
+            with pytest.raises(BudgetExceeded):
+                await agent()
+        assert request.spent.calls == 1 and request.reserved.is_zero()
+    assert team.spent.calls == 1 and team.spent.output_tokens == 20
+    assert team.reserved.is_zero() and team.in_flight == 0
+    assert sync_connections(first) == 0 and sync_connections(other) == 1  # b.spent read
