@@ -617,6 +617,8 @@ class RedisAccount:
                 "change a shared cap when no call is in flight (nothing was charged)"
             )
         self._snap = _state(reply)
+        if tag == "gone":  # only a lease this process gave up on (never a fresh one)
+            raise BudgetUnavailable(self.name, ledger.where, f"lease {lease} was released")
         if tag == "refused":
             raise budget._refusal(_text(reply[1]), need, self._snap)
         ledger._track(base, lease)

@@ -20,6 +20,7 @@ import tcc_plugin
 from tcc_plugin import BudgetExceeded, Usage, llm_call
 from tcc_plugin.errors import BudgetUnavailable
 from tcc_plugin.instrument import instrument
+from tcc_plugin.ledger import Charge
 from tcc_plugin.pricing import PriceBook, TokenPrice
 
 from ...conftest import Telemetry
@@ -368,3 +369,22 @@ async def test_async_nesting_clamp_and_hand_over_await_the_store(
     assert team.spent.calls == 1 and team.spent.output_tokens == 20
     assert team.reserved.is_zero() and team.in_flight == 0
     assert sync_connections(first) == 0 and sync_connections(other) == 1  # b.spent read
+
+
+def test_a_release_that_overtakes_its_reservation_leaves_nothing_held(
+    server: RedisServer,
+) -> None:
+    """A reservation cut short (a cancelled task) is journalled for release; if the
+    release reaches Redis (on another connection) before the reservation itself, the
+    reservation must hold nothing when it lands."""
+    ledger = RedisLedger(server.url)
+    b = tcc_plugin.budget(calls=5, key="race", ledger=ledger)
+    account = b._account
+    base = account._base()
+    ledger._journalize(redis_ledger._Entry(base, "cut-short", Charge()))
+    assert ledger.replay() == 0  # the release lands first
+    need = redis_ledger._encode(Charge(calls=1))
+    args = ["cut-short", 30_000, "0", *account._caps, *need, *["0"] * 5]
+    reply = ledger._scripts["reserve"](keys=ledger.keys(base), args=args)
+    assert reply[0] == b"gone"
+    assert b.in_flight == 0 and b.reserved.is_zero() and b.spent.calls == 0
