@@ -31,7 +31,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Generator, Mapping
+from collections.abc import AsyncGenerator, Callable, Generator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
@@ -136,7 +136,7 @@ class _AsyncSide:
     def __init__(self, client: redis.asyncio.Redis) -> None:
         self.client = client
         self.scripts = {name: client.register_script(src) for name, src in _SCRIPTS.items()}
-        self.closer: AsyncIterator[None] | None = None
+        self.closer: AsyncGenerator[None, None] | None = None
 
     async def run(self, step: _Eval | _Pause) -> Any:
         if isinstance(step, _Pause):
@@ -147,7 +147,7 @@ class _AsyncSide:
 
 async def _close_with_loop(
     ledger: RedisLedger, loop: object, side: _AsyncSide
-) -> AsyncIterator[None]:
+) -> AsyncGenerator[None, None]:
     """Closes ``side``'s client when its loop shuts down: ``asyncio.run`` (any runner
     calling ``loop.shutdown_asyncgens()``) finalises the async generators still open."""
     try:
@@ -307,7 +307,7 @@ class RedisLedger:
             await self.areplay()
         side = self._sides.get(asyncio.get_running_loop())
         if side is not None and side.closer is not None:
-            await side.closer.aclose()  # type: ignore[attr-defined]
+            await side.closer.aclose()
 
     # -- the store ------------------------------------------------------------------------
     def ping(self) -> None:
