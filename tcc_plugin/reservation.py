@@ -396,9 +396,10 @@ def _begin(
     chain = active_budgets() if budgets is None else _unique(budgets)
     handed = replacing if replacing is not None and not replacing._settled else None
     if not chain:
-        if handed is not None:
-            handed.release()
-        return Reservation((), ZERO, None, "unbudgeted")
+        unbudgeted = Reservation((), ZERO, None, "unbudgeted")
+        if handed is None or not handed._settle_locals(ZERO) or not handed._shared:
+            return unbudgeted
+        return _complete(unbudgeted, chain, demand, handed, [])  # its stores: a plan
     for b in chain:
         if b._started is None:
             b.start()

@@ -388,3 +388,26 @@ def test_a_release_that_overtakes_its_reservation_leaves_nothing_held(
     reply = ledger._scripts["reserve"](keys=ledger.keys(base), args=args)
     assert reply[0] == b"gone"
     assert b.in_flight == 0 and b.reserved.is_zero() and b.spent.calls == 0
+
+
+async def test_areserve_hands_a_shared_reservation_over_on_the_asyncio_client(
+    server: RedisServer,
+) -> None:
+    from tcc_plugin.budget import Demand
+    from tcc_plugin.reservation import areserve
+
+    ledger = RedisLedger(server.url)
+    team = tcc_plugin.budget(calls=3, key="handover", ledger=ledger)
+    local = tcc_plugin.budget(calls=3)
+    demand = Demand(input_tokens=10, max_output_tokens=20)
+    outer = await areserve(demand, (team, local))
+    inner = await areserve(demand, (team, local), replacing=outer)  # takes the room over
+    assert outer.settled and not inner.settled
+    assert await inner.asettle(Charge(total_tokens=15, output_tokens=5, calls=1))
+    assert not await inner.asettle(Charge(calls=1))  # only the first settlement counts
+    last = await areserve(demand, (team,))
+    await areserve(demand, (), replacing=last)  # no budget left to hold in: given back
+    assert last.settled
+    assert sync_connections(ledger) == 0
+    assert team.spent.calls == 1 and team.spent.output_tokens == 5 and team.in_flight == 0
+    assert local.spent.calls == 1 and local.reserved.is_zero()
