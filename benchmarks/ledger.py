@@ -297,6 +297,47 @@ def async_redis_latency_us(url: str, calls: int) -> tuple[float, float, float]:
     return asyncio.run(main())
 
 
+def loop_stall_us(url: str, calls: int, *, asyncio_client: bool) -> tuple[float, float]:
+    """How long other tasks wait while one task makes Redis-budgeted async calls: the
+    p99 and max gap between a ticker task's turns, on the ledger's asyncio client or on
+    its sync client (``RedisLedger(client=...)`` without ``async_client``, as before)."""
+    import redis
+
+    import tcc_plugin
+    from tcc_plugin.integrations.redis_ledger import RedisLedger
+
+    async def main() -> tuple[float, float]:
+        fn = _async_decorated()
+        if asyncio_client:
+            ledger = RedisLedger(url)
+        else:
+            ledger = RedisLedger(client=redis.Redis.from_url(url))
+        gaps: list[float] = []
+        done = False
+
+        async def ticker() -> None:
+            last = time.perf_counter()
+            while not done:
+                await asyncio.sleep(0)
+                now = time.perf_counter()
+                gaps.append(now - last)
+                last = now
+
+        task = asyncio.ensure_future(ticker())
+        async with tcc_plugin.budget(calls=10**9, key="stall", ledger=ledger):
+            await fn("warm")
+            gaps.clear()
+            for _ in range(calls):
+                await fn("x")
+                await asyncio.sleep(0)  # a turn for the others between calls, at least
+        done = True
+        await task
+        gaps.sort()
+        return _pct(gaps, 0.99) * 1e6, gaps[-1] * 1e6
+
+    return asyncio.run(main())
+
+
 def async_pairs_per_second(url: str, tasks: int, seconds: float) -> float:
     """Reserve+settle pairs per second from ``tasks`` asyncio tasks in one process."""
     import tcc_plugin
@@ -412,6 +453,19 @@ def main() -> None:
         print(f"p99 us/async call, unbudgeted: {_spread([r[2] for r in runs])}")
         results["redis_async_added_p50_us"] = statistics.median(p50s)
         results["redis_async_p99_us"] = statistics.median(r[1] for r in runs)
+        for kind in (True, False):
+            stalls = [
+                loop_stall_us(url, args.calls // 3, asyncio_client=kind)
+                for _ in range(args.repeats)
+            ]
+            name = "asyncio client" if kind else "sync client"
+            print(
+                f"event loop: p99 gap another task waits during Redis-budgeted async calls, "
+                f"{name}, us: {_spread([g[0] for g in stalls])}; "
+                f"max {_spread([g[1] for g in stalls])}"
+            )
+            key = "asyncio" if kind else "sync"
+            results[f"loop_gap_p99_us_{key}_client"] = statistics.median(g[0] for g in stalls)
         sync_one = [
             sync_pairs_per_second_one_process(url, args.seconds)
             for _ in range(max(1, args.repeats // 2))
