@@ -399,6 +399,17 @@ def lease_return_seconds(url: str, ttl: float) -> float:
     return time.perf_counter() - killed
 
 
+def _report_latency(
+    what: str, key: str, runs: list[tuple[float, float, float]], results: dict[str, Any]
+) -> None:
+    p50s = [r[0] for r in runs]
+    print(f"added by a Redis budget to a {what}, us p50: {_spread(p50s)}")
+    print(f"p99 us/{what}, Redis budget: {_spread([r[1] for r in runs])}")
+    print(f"p99 us/{what}, unbudgeted: {_spread([r[2] for r in runs])}")
+    results[f"{key}_added_p50_us"] = statistics.median(p50s)
+    results[f"{key}_p99_us"] = statistics.median(r[1] for r in runs)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=5)
@@ -431,12 +442,7 @@ def main() -> None:
         print(f"Redis round trips per budgeted call: {trips:.2f}")
         results["redis_round_trips_per_call"] = trips
         runs = [redis_latency_us(url, args.calls // 3) for _ in range(args.repeats)]
-        p50s = [r[0] for r in runs]
-        print(f"added by a Redis budget, us/call p50: {_spread(p50s)}")
-        print(f"p99 us/call, Redis budget: {_spread([r[1] for r in runs])}")
-        print(f"p99 us/call, unbudgeted: {_spread([r[2] for r in runs])}")
-        results["redis_added_p50_us"] = statistics.median(p50s)
-        results["redis_p99_us"] = statistics.median(r[1] for r in runs)
+        _report_latency("call", "redis", runs, results)
         rates = [
             redis_pairs_per_second(url, args.processes, args.seconds)
             for _ in range(max(1, args.repeats // 2))
@@ -447,12 +453,7 @@ def main() -> None:
         print(f"Redis round trips per budgeted async call: {trips:.2f}")
         results["redis_async_round_trips_per_call"] = trips
         runs = [async_redis_latency_us(url, args.calls // 3) for _ in range(args.repeats)]
-        p50s = [r[0] for r in runs]
-        print(f"added by a Redis budget to an async call, us/call p50: {_spread(p50s)}")
-        print(f"p99 us/async call, Redis budget: {_spread([r[1] for r in runs])}")
-        print(f"p99 us/async call, unbudgeted: {_spread([r[2] for r in runs])}")
-        results["redis_async_added_p50_us"] = statistics.median(p50s)
-        results["redis_async_p99_us"] = statistics.median(r[1] for r in runs)
+        _report_latency("async call", "redis_async", runs, results)
         for kind in (True, False):
             stalls = [
                 loop_stall_us(url, args.calls // 3, asyncio_client=kind)

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tcc_plugin
-from tcc_plugin import BudgetExceeded, Usage, llm_call
+from tcc_plugin import BudgetExceeded, RetryPolicy, Usage, llm_call
 from tcc_plugin.errors import BudgetUnavailable
 from tcc_plugin.instrument import instrument
 from tcc_plugin.ledger import Charge
@@ -30,6 +30,7 @@ from ..conftest import (
     chat_completion,
     chat_usage,
     json_response,
+    openai_error,
     sse_response,
 )
 from .conftest import RedisServer
@@ -411,3 +412,41 @@ async def test_areserve_hands_a_shared_reservation_over_on_the_asyncio_client(
     assert sync_connections(ledger) == 0
     assert team.spent.calls == 1 and team.spent.output_tokens == 5 and team.in_flight == 0
     assert local.spent.calls == 1 and local.reserved.is_zero()
+
+
+async def test_an_async_retry_settles_the_attempt_and_reserves_again_on_the_asyncio_client(
+    server: RedisServer, async_openai_client: Any, api: MockAPI, telemetry: Telemetry
+) -> None:
+    waits: list[float] = []
+
+    async def no_sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    ledger = RedisLedger(server.url)
+    client = instrument(
+        async_openai_client, retry=RetryPolicy(max_attempts=3, async_sleep=no_sleep)
+    )
+    api.queue(
+        json_response(chat_completion(chat_usage(10, 5))),
+        json_response(
+            openai_error(429, "slow down", "requests", "rate_limit_exceeded"),
+            429,
+            {"retry-after-ms": "200"},
+        ),
+        json_response(chat_completion(chat_usage(10, 7))),
+    )
+    async with tcc_plugin.budget(calls=3, key="retry", ledger=ledger) as b:
+        await client.chat.completions.create(
+            model="o3", messages=QUESTION, max_completion_tokens=10
+        )
+        before = evalsha_count(server)
+        await client.chat.completions.create(
+            model="o3", messages=QUESTION, max_completion_tokens=10
+        )
+        # reserve, settle the failed attempt, reserve again, settle
+        assert evalsha_count(server) - before == 4
+    assert sync_connections(ledger) == 0  # (before the reads below, which are sync)
+    assert waits == [0.2] and api.count == 3
+    assert b.spent.calls == 2 and b.spent.output_tokens == 12  # a retry is the same call
+    assert b.reserved.is_zero() and b.in_flight == 0
+    assert dict(telemetry.spans()[-1].attributes or {})["tcc.retry.attempts"] == 2
