@@ -403,7 +403,7 @@ def _report_latency(
     what: str, key: str, runs: list[tuple[float, float, float]], results: dict[str, Any]
 ) -> None:
     p50s = [r[0] for r in runs]
-    print(f"added by a Redis budget to a {what}, us p50: {_spread(p50s)}")
+    print(f"added by a Redis budget to an {what}, us p50: {_spread(p50s)}")
     print(f"p99 us/{what}, Redis budget: {_spread([r[1] for r in runs])}")
     print(f"p99 us/{what}, unbudgeted: {_spread([r[2] for r in runs])}")
     results[f"{key}_added_p50_us"] = statistics.median(p50s)
@@ -442,7 +442,7 @@ def main() -> None:
         print(f"Redis round trips per budgeted call: {trips:.2f}")
         results["redis_round_trips_per_call"] = trips
         runs = [redis_latency_us(url, args.calls // 3) for _ in range(args.repeats)]
-        _report_latency("call", "redis", runs, results)
+        _report_latency("sync call", "redis", runs, results)
         rates = [
             redis_pairs_per_second(url, args.processes, args.seconds)
             for _ in range(max(1, args.repeats // 2))
