@@ -312,7 +312,13 @@ def test_one_ledger_serves_several_event_loops(server: RedisServer) -> None:
         with team:
             await asyncio.gather(*(acall(out=1) for _ in range(n)))
 
-    asyncio.run(work(5))
+    async def work_then_close(n: int) -> int:
+        await work(n)
+        open_clients = len(ledger._sides)
+        await ledger.aclose()  # this loop's client, closed before the loop ends
+        return open_clients - len(ledger._sides)
+
+    assert asyncio.run(work_then_close(5)) == 1
     errors: list[BaseException] = []
 
     def in_thread() -> None:
