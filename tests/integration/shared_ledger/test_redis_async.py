@@ -456,3 +456,26 @@ async def test_an_async_retry_settles_the_attempt_and_reserves_again_on_the_asyn
     assert b.spent.calls == 2 and b.spent.output_tokens == 12  # a retry is the same call
     assert b.reserved.is_zero() and b.in_flight == 0
     assert dict(telemetry.spans()[-1].attributes or {})["tcc.retry.attempts"] == 2
+
+
+async def test_a_decorated_async_generator_streams_under_a_shared_budget(
+    server: RedisServer,
+) -> None:
+    @llm_call(model="team-model", provider="test", input_tokens=100, usage=lambda c: c[1])
+    async def tokens(max_tokens: int = 50) -> Any:
+        for i in range(3):
+            await asyncio.sleep(0)
+            yield (f"t{i}", None)
+        yield ("", Usage(input=100, output=3))
+
+    ledger = RedisLedger(server.url)
+    async with tcc_plugin.budget(usd=1, key="agen", ledger=ledger) as b:
+        texts = [text async for text, _ in tokens()]
+        partial = tokens()
+        assert (await anext(partial))[0] == "t0"
+        await partial.aclose()  # abandoned after one chunk: charged its reservation
+    assert texts == ["t0", "t1", "t2", ""]
+    assert sync_connections(ledger) == 0  # (before the reads below, which are sync)
+    assert b.spent.calls == 2 and b.spent.output_tokens == 3 + 50
+    assert b.spent.usd == cost(100, 3) + cost(100, 50)
+    assert b.reserved.is_zero() and b.in_flight == 0
