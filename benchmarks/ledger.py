@@ -7,9 +7,12 @@ Prints, with the median and spread of ``--repeats`` runs:
   counts less);
 - Redis: round trips per budgeted call (EVALSHA counted by the server), the latency a
   Redis-budgeted call adds on loopback (p50/p99), reserve+settle pairs per second from
-  ``--processes`` processes, and how long a SIGKILL'd worker's lease takes to return.
+  ``--processes`` processes, and how long a SIGKILL'd worker's lease takes to return;
+- the same for async calls (the ledger's redis.asyncio client): round trips per call,
+  added latency p50/p99, and reserve+settle pairs per second from ``--tasks`` asyncio
+  tasks in one process, next to one process's sync pairs per second (one thread).
 
-    python benchmarks/ledger.py [--repeats 5] [--processes 8] [--seconds 3]
+    python benchmarks/ledger.py [--repeats 5] [--processes 8] [--seconds 3] [--tasks 32]
 
 Needs ``redis-server`` on PATH (scripts/install-system-deps.sh) and the redis extra.
 """
@@ -17,6 +20,7 @@ Needs ``redis-server`` on PATH (scripts/install-system-deps.sh) and the redis ex
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import multiprocessing
@@ -65,6 +69,19 @@ def _decorated() -> Callable[..., Any]:
         return BODY
 
     return tcc_plugin.llm_call(model="o3", provider="openai")(call)
+
+
+def _async_decorated() -> Callable[..., Any]:
+    import tcc_plugin
+
+    async def call(question: str, max_tokens: int = 2000) -> dict[str, Any]:
+        return BODY
+
+    return tcc_plugin.llm_call(model="o3", provider="openai")(call)
+
+
+def _pct(xs: list[float], p: float) -> float:
+    return xs[min(len(xs) - 1, int(p * len(xs)))]
 
 
 def _spread(values: list[float]) -> str:
@@ -218,6 +235,138 @@ def redis_pairs_per_second(url: str, processes: int, seconds: float) -> float:
     return total / seconds
 
 
+def sync_pairs_per_second_one_process(url: str, seconds: float) -> float:
+    """Reserve+settle pairs per second from one thread of one process (sync client)."""
+    import multiprocessing as mp
+
+    queue: Any = mp.get_context("spawn").Queue()
+    _pairs_worker(url, seconds, queue)
+    return float(queue.get()) / seconds
+
+
+# -- Redis, async calls -------------------------------------------------------------------
+def async_round_trips_per_call(url: str, calls: int) -> float:
+    import redis
+
+    import tcc_plugin
+    from tcc_plugin.integrations.redis_ledger import RedisLedger
+
+    admin = redis.Redis.from_url(url)
+
+    def evalsha() -> int:
+        return int(admin.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
+
+    async def main() -> float:
+        fn = _async_decorated()
+        ledger = RedisLedger(url)
+        async with tcc_plugin.budget(calls=10**9, key="artt", ledger=ledger):
+            await fn("warm")
+            before = evalsha()
+            for _ in range(calls):
+                await fn("x")
+            after = evalsha()
+        assert ledger.client.connection_pool._created_connections == 0  # asyncio client only
+        return (after - before) / calls
+
+    return asyncio.run(main())
+
+
+def async_redis_latency_us(url: str, calls: int) -> tuple[float, float, float]:
+    """The p50 a Redis budget adds to an async call, and the p99 with and without it."""
+    import tcc_plugin
+    from tcc_plugin.integrations.redis_ledger import RedisLedger
+
+    async def main() -> tuple[float, float, float]:
+        fn = _async_decorated()
+        ledger = RedisLedger(url)
+
+        async def timings(ctx: Any) -> list[float]:
+            out = []
+            async with ctx:
+                for _ in range(calls):
+                    t = time.perf_counter()
+                    await fn("x")
+                    out.append((time.perf_counter() - t) * 1e6)
+            return sorted(out)
+
+        await timings(tcc_plugin.budget(calls=10**9, key="alat", ledger=ledger))  # warm
+        bare = await timings(contextlib.nullcontext())
+        shared = await timings(tcc_plugin.budget(usd=10**9, calls=10**9, key="alat", ledger=ledger))
+        return _pct(shared, 0.5) - _pct(bare, 0.5), _pct(shared, 0.99), _pct(bare, 0.99)
+
+    return asyncio.run(main())
+
+
+def loop_stall_us(url: str, calls: int, *, asyncio_client: bool) -> tuple[float, float]:
+    """How long other tasks wait while one task makes Redis-budgeted async calls: the
+    p99 and max gap between a ticker task's turns, on the ledger's asyncio client or on
+    its sync client (``RedisLedger(client=...)`` without ``async_client``, as before)."""
+    import redis
+
+    import tcc_plugin
+    from tcc_plugin.integrations.redis_ledger import RedisLedger
+
+    async def main() -> tuple[float, float]:
+        fn = _async_decorated()
+        if asyncio_client:
+            ledger = RedisLedger(url)
+        else:
+            ledger = RedisLedger(client=redis.Redis.from_url(url))
+        gaps: list[float] = []
+        done = False
+
+        async def ticker() -> None:
+            last = time.perf_counter()
+            while not done:
+                await asyncio.sleep(0)
+                now = time.perf_counter()
+                gaps.append(now - last)
+                last = now
+
+        task = asyncio.ensure_future(ticker())
+        async with tcc_plugin.budget(calls=10**9, key="stall", ledger=ledger):
+            await fn("warm")
+            gaps.clear()
+            for _ in range(calls):
+                await fn("x")
+                await asyncio.sleep(0)  # a turn for the others between calls, at least
+        done = True
+        await task
+        gaps.sort()
+        return _pct(gaps, 0.99) * 1e6, gaps[-1] * 1e6
+
+    return asyncio.run(main())
+
+
+def async_pairs_per_second(url: str, tasks: int, seconds: float) -> float:
+    """Reserve+settle pairs per second from ``tasks`` asyncio tasks in one process."""
+    import tcc_plugin
+    from tcc_plugin.budget import Charge, Demand
+    from tcc_plugin.integrations.redis_ledger import RedisLedger
+    from tcc_plugin.reservation import areserve
+
+    async def main() -> float:
+        b = tcc_plugin.budget(usd=10**9, calls=10**12, key="athroughput", ledger=RedisLedger(url))
+        demand = Demand(
+            input_tokens=100, max_output_tokens=200, worst_usd=lambda o, r: Decimal("0.002")
+        )
+        actual = Charge(150, 50, 0, Decimal("0.0006"), 1)
+        await (await areserve(demand, (b,))).asettle(actual)  # connects, loads the scripts
+        n = 0
+        end = time.perf_counter() + seconds
+
+        async def worker() -> None:
+            nonlocal n
+            while time.perf_counter() < end:
+                await (await areserve(demand, (b,))).asettle(actual)
+                n += 1
+
+        await asyncio.gather(*(worker() for _ in range(tasks)))
+        return n / seconds
+
+    return asyncio.run(main())
+
+
 def _hang_worker(url: str, ttl: float, ready: Any) -> None:
     import tcc_plugin
     from tcc_plugin.budget import Demand, reserve
@@ -250,6 +399,17 @@ def lease_return_seconds(url: str, ttl: float) -> float:
     return time.perf_counter() - killed
 
 
+def _report_latency(
+    what: str, key: str, runs: list[tuple[float, float, float]], results: dict[str, Any]
+) -> None:
+    p50s = [r[0] for r in runs]
+    print(f"added by a Redis budget to an {what}, us p50: {_spread(p50s)}")
+    print(f"p99 us/{what}, Redis budget: {_spread([r[1] for r in runs])}")
+    print(f"p99 us/{what}, unbudgeted: {_spread([r[2] for r in runs])}")
+    results[f"{key}_added_p50_us"] = statistics.median(p50s)
+    results[f"{key}_p99_us"] = statistics.median(r[1] for r in runs)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=5)
@@ -257,6 +417,7 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--lease-ttl", type=float, default=2.0)
+    parser.add_argument("--tasks", type=int, default=32)
     args = parser.parse_args()
     _setup_sdk()
     import tcc_plugin
@@ -281,18 +442,43 @@ def main() -> None:
         print(f"Redis round trips per budgeted call: {trips:.2f}")
         results["redis_round_trips_per_call"] = trips
         runs = [redis_latency_us(url, args.calls // 3) for _ in range(args.repeats)]
-        p50s = [r[0] for r in runs]
-        print(f"added by a Redis budget, us/call p50: {_spread(p50s)}")
-        print(f"p99 us/call, Redis budget: {_spread([r[1] for r in runs])}")
-        print(f"p99 us/call, unbudgeted: {_spread([r[2] for r in runs])}")
-        results["redis_added_p50_us"] = statistics.median(p50s)
-        results["redis_p99_us"] = statistics.median(r[1] for r in runs)
+        _report_latency("sync call", "redis", runs, results)
         rates = [
             redis_pairs_per_second(url, args.processes, args.seconds)
             for _ in range(max(1, args.repeats // 2))
         ]
         print(f"Redis reserve+settle pairs/s from {args.processes} processes: {_spread(rates)}")
         results["redis_pairs_per_s"] = statistics.median(rates)
+        trips = async_round_trips_per_call(url, 500)
+        print(f"Redis round trips per budgeted async call: {trips:.2f}")
+        results["redis_async_round_trips_per_call"] = trips
+        runs = [async_redis_latency_us(url, args.calls // 3) for _ in range(args.repeats)]
+        _report_latency("async call", "redis_async", runs, results)
+        for kind in (True, False):
+            stalls = [
+                loop_stall_us(url, args.calls // 3, asyncio_client=kind)
+                for _ in range(args.repeats)
+            ]
+            name = "asyncio client" if kind else "sync client"
+            print(
+                f"event loop: p99 gap another task waits during Redis-budgeted async calls, "
+                f"{name}, us: {_spread([g[0] for g in stalls])}; "
+                f"max {_spread([g[1] for g in stalls])}"
+            )
+            key = "asyncio" if kind else "sync"
+            results[f"loop_gap_p99_us_{key}_client"] = statistics.median(g[0] for g in stalls)
+        sync_one = [
+            sync_pairs_per_second_one_process(url, args.seconds)
+            for _ in range(max(1, args.repeats // 2))
+        ]
+        async_one = [
+            async_pairs_per_second(url, args.tasks, args.seconds)
+            for _ in range(max(1, args.repeats // 2))
+        ]
+        print(f"Redis pairs/s, one process, sync (one thread): {_spread(sync_one)}")
+        print(f"Redis pairs/s, one process, {args.tasks} async tasks: {_spread(async_one)}")
+        results["redis_sync_one_process_pairs_per_s"] = statistics.median(sync_one)
+        results["redis_async_tasks_pairs_per_s"] = statistics.median(async_one)
         back = lease_return_seconds(url, args.lease_ttl)
         print(f"lease returned {back:.2f} s after SIGKILL (lease_ttl {args.lease_ttl} s)")
         results["lease_return_s"] = back

@@ -29,8 +29,8 @@ from tcc_plugin.adapter import (
     ErrorInfo,
     ResponseInfo,
 )
+from tcc_plugin.drivers import aopen_stream, arun, open_stream, run
 from tcc_plugin.instrument import Thinking, current_thinking
-from tcc_plugin.lifecycle import aopen_stream, arun, open_stream, run
 from tcc_plugin.plans import adrive, drive
 from tcc_plugin.pricing import PriceBook
 from tcc_plugin.readers import StreamAccumulator, read_response

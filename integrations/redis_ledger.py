@@ -11,10 +11,19 @@ it expire, returning what it held. When Redis cannot be reached the ledger fails
 (:class:`~tcc_plugin.BudgetUnavailable`) unless ``fail_open`` gives a local cap per
 process; a settlement that cannot reach Redis is retried, then journalled and replayed
 when Redis returns, so no spend is lost.
+
+Async calls reserve and settle through a ``redis.asyncio`` client (one per event loop:
+a redis.asyncio pool belongs to the loop it was made in), so they never block the loop
+on Redis. The logic of each step is written once, as a plan that yields the scripts to
+run (and the pauses between settle attempts), carried out by the sync client or awaited
+on the asyncio one. Lease renewal stays on this process's background thread (sync
+client): it must go on while a loop is busy or blocked, and it costs one round trip per
+budget every ``lease_ttl / 3`` whatever the number of calls.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -22,7 +31,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Generator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
@@ -33,6 +42,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 try:
     import redis
+    import redis.asyncio
+    import redis.asyncio.retry
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 except ImportError as exc:  # pragma: no cover - exercised without the extra
@@ -49,6 +60,7 @@ from tcc_plugin.ledger import (
     MemoryAccount,
     Snapshot,
 )
+from tcc_plugin.plans import adrive, drive
 
 if TYPE_CHECKING:
     from tcc_plugin.budget import Budget
@@ -89,6 +101,64 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+_SCRIPTS = {
+    "reserve": redis_scripts.RESERVE,
+    "settle": redis_scripts.SETTLE,
+    "renew": redis_scripts.RENEW,
+    "read": redis_scripts.READ,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _Eval:
+    """A plan's step: run one of the ledger's scripts (one round trip)."""
+
+    script: str
+    keys: list[str]
+    args: list[str | int]
+
+
+@dataclass(frozen=True, slots=True)
+class _Pause:
+    """A plan's step: wait before the next attempt."""
+
+    seconds: float
+
+
+_Plan = Generator[_Eval | _Pause, Any, Any]
+
+
+class _AsyncSide:
+    """The ledger's asyncio client on one event loop, and its scripts."""
+
+    __slots__ = ("client", "closer", "scripts")
+
+    def __init__(self, client: redis.asyncio.Redis) -> None:
+        self.client = client
+        self.scripts = {name: client.register_script(src) for name, src in _SCRIPTS.items()}
+        self.closer: AsyncGenerator[None, None] | None = None
+
+    async def run(self, step: _Eval | _Pause) -> Any:
+        if isinstance(step, _Pause):
+            await asyncio.sleep(step.seconds)
+            return None
+        return await self.scripts[step.script](keys=step.keys, args=step.args)
+
+
+async def _close_with_loop(
+    ledger: RedisLedger, loop: object, side: _AsyncSide
+) -> AsyncGenerator[None, None]:
+    """Closes ``side``'s client when its loop shuts down: ``asyncio.run`` (any runner
+    calling ``loop.shutdown_asyncgens()``) finalises the async generators still open."""
+    try:
+        yield
+    finally:
+        with ledger._lock:
+            if ledger._sides.get(loop) is side:
+                del ledger._sides[loop]
+        await side.client.aclose()
+
+
 @dataclass(frozen=True, slots=True)
 class _Hold:
     base: str
@@ -114,11 +184,15 @@ class RedisLedger:
     """Budgets kept in Redis, shared by every process that names the same key.
 
     ``url`` is a ``redis://``, ``rediss://`` or ``unix://`` URL (or pass a ``client``,
-    a ``redis.Redis``). ``lease_ttl`` is how long a reservation outlives a worker that
-    stopped renewing it. ``fail_open`` (e.g. ``{"usd": "0.50", "calls": 20}``) lets
-    calls run while Redis is unreachable, under that cap per budget in this process;
-    without it the ledger fails closed. ``journal`` is a file keeping settlements not yet
-    delivered across a restart of this process (else they are kept in memory).
+    a ``redis.Redis``). Async calls use a ``redis.asyncio`` client made from the same URL
+    and options, one per event loop (or what ``async_client()`` returns, called once per
+    loop; with ``client=`` and no ``async_client``, async calls use the sync client and
+    block their loop for each round trip). ``lease_ttl`` is how long a reservation
+    outlives a worker that stopped renewing it. ``fail_open`` (e.g.
+    ``{"usd": "0.50", "calls": 20}``) lets calls run while Redis is unreachable, under
+    that cap per budget in this process; without it the ledger fails closed.
+    ``journal`` is a file keeping settlements not yet delivered across a restart of
+    this process (else they are kept in memory).
     """
 
     def __init__(
@@ -126,6 +200,7 @@ class RedisLedger:
         url: str | None = None,
         *,
         client: redis.Redis | None = None,
+        async_client: Callable[[], redis.asyncio.Redis] | None = None,
         prefix: str = "tcc:budget",
         lease_ttl: float = 30.0,
         fail_open: Mapping[str, int | str | Decimal] | None = None,
@@ -159,7 +234,12 @@ class RedisLedger:
                 )
             except ValueError as exc:
                 raise ValueError(f"malformed Redis URL {_redact(url)!r}: {exc}") from None
+            if async_client is None:
+                async_client = _async_factory(url, socket_timeout)
         self.client = client
+        self._async_client = async_client
+        self._sides: dict[object, _AsyncSide] = {}  # event loop -> its asyncio client
+        self._warned_sync = False
         kwargs = client.connection_pool.connection_kwargs
         self.where = _redact(url) if url else f"redis at {kwargs.get('host')}:{kwargs.get('port')}"
         self.prefix = prefix
@@ -168,10 +248,7 @@ class RedisLedger:
         self.settle_attempts = settle_attempts
         self.keep_settled_ms = int(keep_settled * 1000)
         self._now = now or (lambda: datetime.now(dt_timezone.utc))
-        self._reserve = client.register_script(redis_scripts.RESERVE)
-        self._settle = client.register_script(redis_scripts.SETTLE)
-        self._renew = client.register_script(redis_scripts.RENEW)
-        self._read = client.register_script(redis_scripts.READ)
+        self._scripts = {name: client.register_script(src) for name, src in _SCRIPTS.items()}
         self._lock = threading.Lock()
         self._replaying = threading.Lock()
         self._leases: dict[str, dict[str, None]] = {}  # base -> live lease ids
@@ -193,6 +270,44 @@ class RedisLedger:
 
     def account(self, budget: Budget) -> RedisAccount:
         return RedisAccount(self, budget)
+
+    # -- carrying out plans ---------------------------------------------------------------
+    def _run(self, step: _Eval | _Pause) -> Any:
+        if isinstance(step, _Pause):
+            time.sleep(step.seconds)
+            return None
+        return self._scripts[step.script](keys=step.keys, args=step.args)
+
+    async def _side(self) -> _AsyncSide | None:
+        """This loop's asyncio client (made on first use; ``None``: none configured)."""
+        loop = asyncio.get_running_loop()
+        side = self._sides.get(loop)
+        if side is not None or self._async_client is None:
+            if side is None and not self._warned_sync:
+                self._warned_sync = True
+                logger.warning(
+                    "tcc_plugin: RedisLedger(client=...) without async_client=: async calls "
+                    "use the sync client and block their event loop on each round trip"
+                )
+            return side
+        side = _AsyncSide(self._async_client())
+        with self._lock:
+            for old in [k for k in self._sides if getattr(k, "is_closed", lambda: False)()]:
+                del self._sides[old]  # a loop closed without shutting down its async gens
+            self._sides[loop] = side
+        closer = _close_with_loop(self, loop, side)
+        await closer.__anext__()
+        side.closer = closer
+        return side
+
+    async def aclose(self) -> None:
+        """Deliver what the journal holds (if Redis answers) and close this event loop's
+        asyncio client (``asyncio.run`` closes it anyway when the loop ends)."""
+        if self._journal:
+            await self.areplay()
+        side = self._sides.get(asyncio.get_running_loop())
+        if side is not None and side.closer is not None:
+            await side.closer.aclose()
 
     # -- the store ------------------------------------------------------------------------
     def ping(self) -> None:
@@ -243,42 +358,59 @@ class RedisLedger:
     def replay(self) -> int:
         """Deliver journalled settlements (in order) until one fails; returns how many
         remain. Each is idempotent on the server: none is ever charged twice."""
+        left: int = drive(self._replaying_plan(), self._run)
+        return left
+
+    async def areplay(self) -> int:
+        """The async twin of :meth:`replay` (on this loop's asyncio client)."""
+        side = await self._side()
+        if side is None:
+            return self.replay()
+        left: int = await adrive(self._replaying_plan(), side.run)
+        return left
+
+    def _replaying_plan(self) -> _Plan:
         if not self._replaying.acquire(blocking=False):
             return self.pending  # another thread is replaying: entries go in order, once
         try:
-            return self._replay()
+            return (yield from self._delivering())
         finally:
             self._replaying.release()
 
-    def _replay(self) -> int:
+    def _delivering(self) -> _Plan:
         with self._lock:
             entries = list(self._journal)
         delivered = 0
-        for entry in entries:
-            try:
-                self._settle(keys=self.keys(entry.base), args=self._settle_args(entry))
-            except _UNREACHABLE:
-                break
-            except redis.RedisError:
-                logger.warning(
-                    "tcc_plugin: a journalled settlement was refused by Redis (kept)",
-                    exc_info=True,
-                )
-                break
-            delivered += 1
-            if entry.offline is not None:  # Redis has it now: the local cap frees it
-                with LEDGER_LOCK:
-                    spent = entry.offline._offline.spent
-                    actual: tuple[int | Decimal, ...] = entry.actual.values()
-                    for i in range(5):
-                        spent[i] -= actual[i]
-        with self._lock:
-            del self._journal[:delivered]
-            if delivered and self._journal_path is not None:
-                self._journal_path.write_text("".join(e.to_json() + "\n" for e in self._journal))
-            return len(self._journal)
+        try:
+            for entry in entries:
+                try:
+                    yield _Eval("settle", self.keys(entry.base), self._settle_args(entry))
+                except _UNREACHABLE:
+                    break
+                except redis.RedisError:
+                    logger.warning(
+                        "tcc_plugin: a journalled settlement was refused by Redis (kept)",
+                        exc_info=True,
+                    )
+                    break
+                delivered += 1
+                if entry.offline is not None:  # Redis has it now: the local cap frees it
+                    with LEDGER_LOCK:
+                        spent = entry.offline._offline.spent
+                        actual: tuple[int | Decimal, ...] = entry.actual.values()
+                        for i in range(5):
+                            spent[i] -= actual[i]
+        finally:  # also when cut short (cancelled): what was delivered leaves the journal
+            with self._lock:
+                del self._journal[:delivered]
+                if delivered and self._journal_path is not None:
+                    self._journal_path.write_text(
+                        "".join(e.to_json() + "\n" for e in self._journal)
+                    )
+                left = len(self._journal)
+        return left
 
-    def _settle_args(self, entry: _Entry) -> list[str]:
+    def _settle_args(self, entry: _Entry) -> list[str | int]:
         return [
             entry.lease,
             self.keys_ttl(entry.base),
@@ -339,7 +471,9 @@ class RedisLedger:
         for base, ids in live.items():
             try:
                 renewed += int(
-                    self._renew(keys=self.keys(base), args=[int(self.lease_ttl * 1000), *ids])
+                    self._scripts["renew"](
+                        keys=self.keys(base), args=[int(self.lease_ttl * 1000), *ids]
+                    )
                 )
             except _UNREACHABLE:
                 return renewed
@@ -355,7 +489,7 @@ class RedisLedger:
             # Wait for a replay in progress (the renewer's) rather than skip ours: entries
             # journalled after it read the journal would otherwise stay undelivered.
             with self._replaying:
-                left = self._replay() if self._journal else 0
+                left = drive(self._delivering(), self._run) if self._journal else 0
             if not left or time.monotonic() >= deadline:
                 break
             time.sleep(0.1)
@@ -428,7 +562,7 @@ class RedisAccount:
     def read(self) -> Snapshot:
         base = self._base()
         try:
-            reply = self.ledger._read(keys=self.ledger.keys(base))
+            reply = self.ledger._scripts["read"](keys=self.ledger.keys(base))
         except redis.ResponseError as exc:
             raise self._conflict_or_unavailable(exc) from exc
         except redis.RedisError as exc:
@@ -437,16 +571,31 @@ class RedisAccount:
         return self._snap
 
     def reserve(self, budget: Budget, need: Charge, unbounded: tuple[str, ...]) -> object:
+        return drive(self._reserving(budget, need, unbounded), self.ledger._run)
+
+    async def areserve(self, budget: Budget, need: Charge, unbounded: tuple[str, ...]) -> object:
+        """The async twin of :meth:`reserve` (this loop's asyncio client)."""
+        side = await self.ledger._side()
+        if side is None:
+            return self.reserve(budget, need, unbounded)
+        return await adrive(self._reserving(budget, need, unbounded), side.run)
+
+    def _reserving(self, budget: Budget, need: Charge, unbounded: tuple[str, ...]) -> _Plan:
         ledger = self.ledger
         if ledger._journal:
-            ledger.replay()
+            yield from ledger._replaying_plan()
         base = self._base()
         lease = uuid.uuid4().hex
         args: list[str | int] = [lease, int(ledger.lease_ttl * 1000), ledger.keys_ttl(base)]
         args += self._caps + _encode(need)
         args += ["1" if dim in unbounded else "0" for dim in DIMENSIONS]
         try:
-            reply = ledger._reserve(keys=ledger.keys(base), args=args)
+            reply = yield _Eval("reserve", ledger.keys(base), args)
+        except GeneratorExit:
+            # Cut short (a cancelled task) after the request may have reached Redis:
+            # journal its release, so what it may hold returns when the journal replays.
+            ledger._journalize(_Entry(base, lease, _RELEASE), quiet=True)
+            raise
         except redis.ResponseError as exc:
             raise self._conflict_or_unavailable(exc) from exc
         except redis.RedisError as exc:
@@ -468,6 +617,8 @@ class RedisAccount:
                 "change a shared cap when no call is in flight (nothing was charged)"
             )
         self._snap = _state(reply)
+        if tag == "gone":  # only a lease this process gave up on (never a fresh one)
+            raise BudgetUnavailable(self.name, ledger.where, f"lease {lease} was released")
         if tag == "refused":
             raise budget._refusal(_text(reply[1]), need, self._snap)
         ledger._track(base, lease)
@@ -513,6 +664,17 @@ class RedisAccount:
         self.ledger._journalize(_Entry(base, lease, _RELEASE), quiet=True)
 
     def settle(self, hold: object, actual: Charge) -> None:
+        drive(self._settling(hold, actual), self.ledger._run)
+
+    async def asettle(self, hold: object, actual: Charge) -> None:
+        """The async twin of :meth:`settle` (this loop's asyncio client)."""
+        side = await self.ledger._side()
+        if side is None:
+            self.settle(hold, actual)
+        else:
+            await adrive(self._settling(hold, actual), side.run)
+
+    def _settling(self, hold: object, actual: Charge) -> _Plan:
         assert isinstance(hold, _Hold)
         ledger = self.ledger
         entry = _Entry(hold.base, hold.lease, actual)
@@ -525,22 +687,27 @@ class RedisAccount:
             return
         ledger._untrack(hold.base, hold.lease)
         keys = ledger.keys(hold.base)
-        for attempt in range(ledger.settle_attempts):
-            try:
-                reply = ledger._settle(keys=keys, args=ledger._settle_args(entry))
-            except _UNREACHABLE:
-                if attempt + 1 < ledger.settle_attempts:
-                    time.sleep(0.05 * 2**attempt)
-                continue
-            except Exception:
-                logger.warning(
-                    "tcc_plugin: Redis refused a settlement of budget %r (journalled)",
-                    self.key,
-                    exc_info=True,
-                )
-                break
-            self._snap = _state(reply)
-            return
+        try:
+            for attempt in range(ledger.settle_attempts):
+                try:
+                    reply = yield _Eval("settle", keys, ledger._settle_args(entry))
+                except _UNREACHABLE:
+                    if attempt + 1 < ledger.settle_attempts:
+                        yield _Pause(0.05 * 2**attempt)
+                    continue
+                except Exception:
+                    logger.warning(
+                        "tcc_plugin: Redis refused a settlement of budget %r (journalled)",
+                        self.key,
+                        exc_info=True,
+                    )
+                    break
+                self._snap = _state(reply)
+                return
+        except GeneratorExit:
+            # Cut short (a cancelled task): the journal delivers it, once (by lease id).
+            ledger._journalize(entry, quiet=True)
+            raise
         ledger._journalize(entry)
 
     def _conflict_or_unavailable(self, exc: redis.ResponseError) -> Exception:
@@ -566,6 +733,18 @@ def _caps(limits: Mapping[str, int | str | Decimal]) -> tuple[tuple[int, str, in
             raise ValueError(f"fail_open: {name} must be >= 0, got {value!r}")
         caps.append((DIMENSIONS.index(name), name, amount))
     return tuple(sorted(caps))
+
+
+def _async_factory(url: str, timeout: float) -> Callable[[], redis.asyncio.Redis]:
+    def make() -> redis.asyncio.Redis:
+        return redis.asyncio.Redis.from_url(
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=redis.asyncio.retry.Retry(NoBackoff(), 0),  # as the sync client: no resends
+        )
+
+    return make
 
 
 def _redact(url: str) -> str:

@@ -86,7 +86,8 @@ end
 
 # KEYS: acct, leases, holds, done. ARGV: lease id, ttl ms, keys' time to live ms (0: for ever),
 # 5 caps ('' = none), 5 needs, 5 unbounded flags ('1'/'0').
-# Returns state('ok'|...), {'refused', dim, state...} or {'conflict', dim, stored, given, open}.
+# Returns state('ok'|'gone'), {'refused', dim, state...} or
+# {'conflict', dim, stored, given, open}.
 RESERVE = (
     _COMMON
     + r"""
@@ -95,6 +96,9 @@ local now = now_ms()
 sweep(now)
 -- A resend of a reservation whose reply was lost holds nothing twice.
 if redis.call('HEXISTS', holds, id) == 1 then return state('ok') end
+-- Already released: its caller gave up on it (cancelled, reply lost) and the release it
+-- journalled overtook it (another connection): it must hold nothing.
+if redis.call('ZSCORE', done, id) then return state('gone') end
 local stored = redis.call('HMGET', acct, 'caps', 'cap:total_tokens', 'cap:output_tokens',
                          'cap:reasoning_tokens', 'cap:usd', 'cap:calls')
 local same = stored[1] ~= false

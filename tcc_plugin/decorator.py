@@ -10,17 +10,9 @@ from typing import Any, Protocol, TypeVar, cast, overload
 
 from tcc_plugin.adapter import Adapter, CallInfo, Clamp, ResponseInfo, StreamReader
 from tcc_plugin.budget import Budget, active_budgets
+from tcc_plugin.drivers import abegin, aopen_stream, arun, open_stream, run, send_with_retries
 from tcc_plugin.errors import ResponseError
-from tcc_plugin.lifecycle import (
-    AsyncObservedStream,
-    Call,
-    ObservedStream,
-    aopen_stream,
-    arun,
-    open_stream,
-    run,
-    send_with_retries,
-)
+from tcc_plugin.lifecycle import AsyncObservedStream, Call, ObservedStream
 from tcc_plugin.readers import StreamAccumulator, read_response
 from tcc_plugin.retry import RetryPolicy
 from tcc_plugin.usage import Usage
@@ -265,7 +257,9 @@ def llm_call(
 
             @functools.wraps(func)
             async def agen_wrapper(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
-                call = Call.begin(adapter, adapter.bind(args, kwargs), budgets=chain(), retry=retry)
+                call = await abegin(
+                    adapter, adapter.bind(args, kwargs), budgets=chain(), retry=retry
+                )
                 stream_ = AsyncObservedStream[Any](
                     call, send_with_retries(call, send), enclose=True
                 )

@@ -44,7 +44,7 @@ from tcc_plugin.adapter import (
     StreamReader,
 )
 from tcc_plugin.budget import Budget, active_budgets
-from tcc_plugin.lifecycle import arun, run
+from tcc_plugin.drivers import arun, run
 from tcc_plugin.plans import adrive, drive
 from tcc_plugin.readers import StreamAccumulator, read_response
 from tcc_plugin.telemetry import names, recorder

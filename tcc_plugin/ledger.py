@@ -27,6 +27,7 @@ __all__ = [
     "LEDGER_LOCK",
     "MEMORY",
     "Account",
+    "AsyncAccount",
     "Charge",
     "Ledger",
     "MemoryAccount",
@@ -155,6 +156,19 @@ class Account(Protocol):
     def reserve(self, budget: Budget, need: Charge, unbounded: tuple[str, ...]) -> object: ...
 
     def settle(self, hold: object, actual: Charge) -> None: ...
+
+
+@runtime_checkable
+class AsyncAccount(Account, Protocol):
+    """An :class:`Account` with an asyncio path (optional: the budget chain finds the
+    methods structurally). Async calls reserve and settle through them, so a shared
+    store's round trip never blocks the event loop; same contract as the sync twins."""
+
+    async def areserve(
+        self, budget: Budget, need: Charge, unbounded: tuple[str, ...]
+    ) -> object: ...
+
+    async def asettle(self, hold: object, actual: Charge) -> None: ...
 
 
 class Ledger(Protocol):

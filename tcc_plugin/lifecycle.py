@@ -2,7 +2,9 @@
 
 ``describe -> reserve -> span -> call -> usage -> price -> settle -> span end + metrics``
 
-:class:`Call` holds the logic as plain steps; :func:`run` and :func:`arun` drive a
+:class:`Call` holds the logic as plain steps, each with an async twin where it reserves or
+settles (a shared budget's store is then awaited, never blocking the event loop);
+:func:`~tcc_plugin.drivers.run` and :func:`~tcc_plugin.drivers.arun` drive a
 non-streamed call (sync and async), :class:`ObservedStream` and
 :class:`AsyncObservedStream` (in :mod:`tcc_plugin.observed_stream`) a streamed one.
 Integrations supply an :class:`~tcc_plugin.adapter.Adapter` and the function that sends
@@ -11,11 +13,9 @@ the request.
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
 from dataclasses import replace
 from decimal import Decimal
@@ -47,17 +47,7 @@ from tcc_plugin.retry import (
 from tcc_plugin.telemetry import names, recorder
 from tcc_plugin.usage import Usage
 
-__all__ = [
-    "AsyncObservedStream",
-    "Call",
-    "ObservedStream",
-    "aopen_stream",
-    "arun",
-    "asend_with_retries",
-    "open_stream",
-    "run",
-    "send_with_retries",
-]
+__all__ = ["AsyncObservedStream", "Call", "ObservedStream"]
 
 logger = logging.getLogger("tcc_plugin")
 
@@ -188,6 +178,25 @@ class Call(Generic[RequestT]):
         ``retry`` (else the policy entered around the caller, if any) governs
         :meth:`on_error`; while one applies, the provider SDK's own retries are turned
         off through the adapter, so retry layers never multiply."""
+        call, handed = cls._open(adapter, request, budgets, price_book, span_name, retry)
+        try:
+            call._reserve(handed)
+        except BaseException as exc:
+            call._refused(exc)
+            raise
+        return call
+
+    @classmethod
+    def _open(
+        cls,
+        adapter: Adapter[RequestT, Any],
+        request: RequestT,
+        budgets: tuple[Budget, ...] | None,
+        price_book: PriceBook | None,
+        span_name: str | None,
+        retry: RetryPolicy | None,
+    ) -> tuple[Call[RequestT], Reservation | None]:
+        """Describe and open the span: the call, and the reservation it takes over."""
         info = adapter.describe(request)
         book = price_book or default_price_book()
         active = active_budgets()
@@ -224,12 +233,7 @@ class Call(Generic[RequestT]):
             handed = outer.reservation
         elif enclosing:
             enclosing[-1].nested_calls += 1
-        try:
-            call._reserve(handed)
-        except BaseException as exc:
-            call._refused(exc)
-            raise
-        return call
+        return call, handed
 
     def _claimable_by(self, adapter: Adapter[Any, Any]) -> bool:
         """Whether a call of ``adapter`` begun now is a provider call made for this one
@@ -277,12 +281,19 @@ class Call(Generic[RequestT]):
         )
 
     def _reserve(self, replacing: Reservation | None = None) -> None:
+        self.reservation = reserve(self._reserving(), self.budgets, replacing=replacing)
+        self._clamp()
+
+    def _reserving(self) -> Demand:
+        """What to reserve (raises :class:`PriceUnknown` for a USD cap it cannot price)."""
         if not self.budgets:  # nothing to reserve in: skip building the demand
-            self.reservation = reserve(_NO_DEMAND, (), replacing=replacing)
-            return
+            return _NO_DEMAND
         if self._price is None and any("usd" in b.limits for b in self.budgets):
             raise PriceUnknown(self.info.model or "<unnamed>", self.info.provider)
-        self.reservation = reserve(self._demand(), self.budgets, replacing=replacing)
+        return self._demand()
+
+    def _clamp(self) -> None:
+        assert self.reservation is not None
         clamp = self.reservation.clamp
         if clamp is not None:
             try:
@@ -316,6 +327,17 @@ class Call(Generic[RequestT]):
         :meth:`final_error`; otherwise the attempt is settled (usage it really consumed
         is charged, nothing else) and the caller waits ``decision.wait`` seconds, then
         calls :meth:`next_attempt`."""
+        decision, partial = self._decide(error)
+        if not decision.retry:
+            self._finish(partial, error, {})
+            return decision
+        charge = self._attempt_charge(partial)
+        if charge is not None and self.reservation is not None:
+            self.reservation.settle(charge)
+        self._before_sleep(error, decision)
+        return decision
+
+    def _decide(self, error: BaseException) -> tuple[RetryDecision, ResponseInfo | None]:
         self.note_response(error)  # a provider error carries the HTTP response (request id)
         partial = self.stream_result()
         policy = self._policy
@@ -327,16 +349,15 @@ class Call(Generic[RequestT]):
                 self.attempt, self._policy_start, error, info, self._time_left()
             )
         self._attempt_event(error, decision)
-        if not decision.retry:
-            self._finish(partial, error, {})
-            return decision
-        self._settle_attempt(partial)
+        return decision, partial
+
+    def _before_sleep(self, error: BaseException, decision: RetryDecision) -> None:
+        policy = self._policy
         if policy is not None and policy.before_sleep is not None:
             try:
                 policy.before_sleep(RetryEvent(self.attempt, error, decision.info, decision.wait))
             except Exception:
                 logger.warning("tcc_plugin: a before_sleep hook raised (ignored)", exc_info=True)
-        return decision
 
     def final_error(self, error: BaseException, decision: RetryDecision) -> BaseException:
         """The exception to raise when ``decision`` stopped retrying ``error``."""
@@ -346,14 +367,17 @@ class Call(Generic[RequestT]):
 
     def next_attempt(self) -> None:
         """Start the next attempt: a fresh reservation (and clamp) for the request."""
-        self.attempt += 1
-        self.request = self._original
-        self._reader = None
+        self._restart()
         try:
             self._reserve()
         except BaseException as exc:
             self._refused(exc)
             raise
+
+    def _restart(self) -> None:
+        self.attempt += 1
+        self.request = self._original
+        self._reader = None
 
     def _classify(self, error: BaseException) -> ErrorInfo | None:
         info: ErrorInfo | None = None
@@ -384,18 +408,18 @@ class Call(Generic[RequestT]):
             attrs[names.RETRY_WAIT] = decision.wait
         recorder.add_event(self.span, names.RETRY_EVENT, attrs)
 
-    def _settle_attempt(self, partial: ResponseInfo | None) -> None:
+    def _attempt_charge(self, partial: ResponseInfo | None) -> Charge | None:
+        """What a failed attempt that will be retried settles to (``None``: nothing held)."""
         reservation = self.reservation
         if reservation is None:
-            return
+            return None
         calls = reservation.charge.calls  # the call is counted once, on its first attempt
         usage = partial.usage if partial is not None else None
         if usage is None:
-            reservation.settle(Charge(calls=calls))
-            return
+            return Charge(calls=calls)
         elapsed = time.perf_counter() - self._started
         cost = self._bill(usage, elapsed, partial).usd
-        reservation.settle(Charge.of(usage, cost, calls=calls))
+        return Charge.of(usage, cost, calls=calls)
 
     # -- span context -----------------------------------------------------------------
     def activated(self) -> AbstractContextManager[Any]:
@@ -487,6 +511,10 @@ class Call(Generic[RequestT]):
         """Settle, price and record a call that returned ``response``."""
         self._finish(response, None, dict(extra))
 
+    async def asucceed(self, response: ResponseInfo | None, **extra: AttributeValue) -> None:
+        """The async twin of :meth:`succeed` (a shared store's settlement is awaited)."""
+        await self._afinish(response, None, dict(extra))
+
     def fail(
         self,
         error: BaseException,
@@ -496,20 +524,72 @@ class Call(Generic[RequestT]):
         """Settle and record a call that raised ``error`` (after ``partial``, if any)."""
         self._finish(partial, error, dict(extra))
 
+    async def afail(
+        self,
+        error: BaseException,
+        partial: ResponseInfo | None = None,
+        **extra: AttributeValue,
+    ) -> None:
+        """The async twin of :meth:`fail`."""
+        await self._afinish(partial, error, dict(extra))
+
     def _finish(
         self,
         response: ResponseInfo | None,
         error: BaseException | None,
         extra: dict[str, AttributeValue],
     ) -> None:
-        if self.done:
+        if not self._ending(error, extra):
             return
+        duration, usage, cost, charged = self._measure(response, error, extra)
+        actual = self._actual(usage, charged, error)
+        if actual is not None and self.reservation is not None:
+            self.reservation.settle(actual)
+        self._record(response, error, duration, usage, cost, extra)
+
+    async def _afinish(
+        self,
+        response: ResponseInfo | None,
+        error: BaseException | None,
+        extra: dict[str, AttributeValue],
+    ) -> None:
+        """The async twin of :meth:`_finish`: the settlement is awaited when it goes to
+        a shared store (in-memory budgets settle in the same one local step)."""
+        reservation = self.reservation
+        if self.delegated and not self.done and reservation is not None and reservation.in_store:
+            await reservation.arelease()  # then _ending's release is a no-op
+        if not self._ending(error, extra):
+            return
+        duration, usage, cost, charged = self._measure(response, error, extra)
+        actual = self._actual(usage, charged, error)
+        if actual is not None:
+            assert reservation is not None
+            if reservation.in_store:
+                await reservation.asettle(actual)
+            else:  # in-memory: the one local step, nothing to await
+                reservation.settle(actual)
+        self._record(response, error, duration, usage, cost, extra)
+
+    def _ending(self, error: BaseException | None, extra: dict[str, AttributeValue]) -> bool:
+        """Mark the call done; ``False`` when there is nothing more to settle or record
+        (already ended, or delegated: ended here as a parent span)."""
+        if self.done:
+            return False
         self.done = True
         if self._policy is not None:
             extra[names.RETRY_ATTEMPTS] = self.attempt
         if self.delegated:
             self._finish_delegated(error, extra)
-            return
+            return False
+        return True
+
+    def _measure(
+        self,
+        response: ResponseInfo | None,
+        error: BaseException | None,
+        extra: dict[str, AttributeValue],
+    ) -> tuple[float, Usage | None, Decimal | None, Decimal | None]:
+        """The call's duration, usage, cost and what its budgets are charged in USD."""
         duration = time.perf_counter() - self._started
         usage = response.usage if response is not None else None
         cost: Decimal | None = None
@@ -549,7 +629,23 @@ class Call(Generic[RequestT]):
                     self.info.provider or "provider",
                     self.info.model,
                 )
-        extra.update(self._settle(usage, charged, error))
+        return duration, usage, cost, charged
+
+    def _record(
+        self,
+        response: ResponseInfo | None,
+        error: BaseException | None,
+        duration: float,
+        usage: Usage | None,
+        cost: Decimal | None,
+        extra: dict[str, AttributeValue],
+    ) -> None:
+        """End the span (with the budgets' account after settlement) and the metrics."""
+        reservation = self.reservation
+        if reservation is None or not reservation.budgets:
+            extra[names.BUDGET_OUTCOME] = names.OUTCOME_NONE
+        else:
+            extra.update(_budget_attributes(reservation))
         recorder.record_response(
             self.span,
             response,
@@ -626,13 +722,13 @@ class Call(Generic[RequestT]):
             return Bill(None, False, {names.COST_UNKNOWN: True})
         return billed
 
-    def _settle(
+    def _actual(
         self, usage: Usage | None, cost: Decimal | None, error: BaseException | None
-    ) -> dict[str, AttributeValue]:
-        """Settle the reservation; returns the budget attributes for the span."""
+    ) -> Charge | None:
+        """What the reservation settles to (``None``: no budget, nothing to settle)."""
         reservation = self.reservation
         if reservation is None or not reservation.budgets:
-            return {names.BUDGET_OUTCOME: names.OUTCOME_NONE}
+            return None
         calls = reservation.charge.calls
         if usage is not None:
             # a failure after partial output is charged what it consumed
@@ -643,8 +739,7 @@ class Call(Generic[RequestT]):
             actual = reservation.charge
         else:
             actual = Charge(calls=calls)  # failed before any output: the call still counts
-        reservation.settle(actual)
-        return _budget_attributes(reservation)
+        return actual
 
 
 def _budget_attributes(reservation: Reservation) -> dict[str, AttributeValue]:
@@ -658,116 +753,15 @@ def _budget_attributes(reservation: Reservation) -> dict[str, AttributeValue]:
     return attrs
 
 
-# -- drivers ------------------------------------------------------------------------------
-def _sleep_of(call: Call[Any]) -> Callable[[float], None]:
-    return call._policy.sleep if call._policy is not None else time.sleep
+_DRIVERS = frozenset(
+    ("aopen_stream", "arun", "asend_with_retries", "open_stream", "run", "send_with_retries")
+)
 
 
-def _async_sleep_of(call: Call[Any]) -> Callable[[float], Awaitable[None]]:
-    return call._policy.async_sleep if call._policy is not None else asyncio.sleep
+def __getattr__(name: str) -> Any:
+    """The drivers moved to :mod:`tcc_plugin.drivers`; importing them from here works."""
+    if name in _DRIVERS:
+        from tcc_plugin import drivers
 
-
-def send_with_retries(call: Call[RequestT], send: Callable[[RequestT], ResponseT]) -> ResponseT:
-    """Send the call's request until it succeeds or the retry policy stops (sync).
-    The call is *not* ended on success: the caller reads the response and succeeds it."""
-    while True:
-        try:
-            with call.activated():
-                response = send(call.request)
-        except BaseException as exc:
-            decision = call.on_error(exc)
-            if not decision.retry:
-                final = call.final_error(exc, decision)
-                if final is exc:
-                    raise
-                raise final from exc
-            _sleep_of(call)(decision.wait)
-            call.next_attempt()
-        else:
-            call.note_response(response)
-            return response
-
-
-async def asend_with_retries(
-    call: Call[RequestT], send: Callable[[RequestT], Awaitable[ResponseT]]
-) -> ResponseT:
-    """The async twin of :func:`send_with_retries`."""
-    while True:
-        try:
-            with call.activated():
-                response = await send(call.request)
-        except BaseException as exc:
-            decision = call.on_error(exc)
-            if not decision.retry:
-                final = call.final_error(exc, decision)
-                if final is exc:
-                    raise
-                raise final from exc
-            await _async_sleep_of(call)(decision.wait)
-            call.next_attempt()
-        else:
-            call.note_response(response)
-            return response
-
-
-def run(
-    adapter: Adapter[RequestT, ResponseT],
-    request: RequestT,
-    send: Callable[[RequestT], ResponseT],
-    *,
-    budgets: tuple[Budget, ...] | None = None,
-    price_book: PriceBook | None = None,
-    retry: RetryPolicy | None = None,
-) -> ResponseT:
-    """Send ``request`` with ``send`` through the whole lifecycle (sync)."""
-    call = Call.begin(adapter, request, budgets=budgets, price_book=price_book, retry=retry)
-    response = send_with_retries(call, send)
-    call.succeed(call.read_response(response))
-    return response
-
-
-async def arun(
-    adapter: Adapter[RequestT, ResponseT],
-    request: RequestT,
-    send: Callable[[RequestT], Awaitable[ResponseT]],
-    *,
-    budgets: tuple[Budget, ...] | None = None,
-    price_book: PriceBook | None = None,
-    retry: RetryPolicy | None = None,
-) -> ResponseT:
-    """Send ``request`` with ``send`` through the whole lifecycle (async)."""
-    call = Call.begin(adapter, request, budgets=budgets, price_book=price_book, retry=retry)
-    response = await asend_with_retries(call, send)
-    call.succeed(call.read_response(response))
-    return response
-
-
-def open_stream(
-    adapter: Adapter[RequestT, Any],
-    request: RequestT,
-    send: Callable[[RequestT], Any],
-    *,
-    budgets: tuple[Budget, ...] | None = None,
-    price_book: PriceBook | None = None,
-    retry: RetryPolicy | None = None,
-) -> ObservedStream[Any]:
-    """Open a streamed call (retrying the opening per the policy) and observe it.
-
-    A stream that breaks after chunks reached the caller is not retried (the caller
-    already consumed them); what it had consumed is charged."""
-    call = Call.begin(adapter, request, budgets=budgets, price_book=price_book, retry=retry)
-    return ObservedStream(call, send_with_retries(call, send))
-
-
-async def aopen_stream(
-    adapter: Adapter[RequestT, Any],
-    request: RequestT,
-    send: Callable[[RequestT], Awaitable[Any]],
-    *,
-    budgets: tuple[Budget, ...] | None = None,
-    price_book: PriceBook | None = None,
-    retry: RetryPolicy | None = None,
-) -> AsyncObservedStream[Any]:
-    """The async twin of :func:`open_stream`."""
-    call = Call.begin(adapter, request, budgets=budgets, price_book=price_book, retry=retry)
-    return AsyncObservedStream(call, await asend_with_retries(call, send))
+        return getattr(drivers, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -19,7 +19,8 @@ ChunkT = TypeVar("ChunkT")
 
 
 class _StreamEnd:
-    """What ends a stream: shared by the sync and async observers."""
+    """What ends a stream: shared by the sync and async observers (the async ones await
+    the call's settlement, which a shared budget's store makes a round trip)."""
 
     __slots__ = ("call",)
 
@@ -38,6 +39,16 @@ class _StreamEnd:
         # no usage yet, the reservation is (flagged as missing usage).
         if not self.call.done:
             self.call.succeed(self.call.stream_result(), **{names.STREAM_ABANDONED: True})
+
+    async def afinished(self) -> None:
+        await self.call.asucceed(self.call.stream_result())
+
+    async def araised(self, exc: BaseException) -> None:
+        await self.call.afail(exc, self.call.stream_result())
+
+    async def aabandoned(self) -> None:
+        if not self.call.done:
+            await self.call.asucceed(self.call.stream_result(), **{names.STREAM_ABANDONED: True})
 
 
 class ObservedStream(Generic[ChunkT]):
@@ -117,10 +128,10 @@ class AsyncObservedStream(Generic[ChunkT]):
             else:
                 chunk = await anext(self._iterator)
         except StopAsyncIteration:
-            self._end.finished()
+            await self._end.afinished()
             raise
         except BaseException as exc:
-            self._end.raised(exc)
+            await self._end.araised(exc)
             raise
         self._call.chunk(chunk)
         return chunk
@@ -134,7 +145,7 @@ class AsyncObservedStream(Generic[ChunkT]):
                 if hasattr(result, "__await__"):
                     await result
         finally:
-            self._end.abandoned()
+            await self._end.aabandoned()
 
     async def close(self) -> None:
         """Alias of :meth:`aclose` (provider async streams name it ``close``)."""

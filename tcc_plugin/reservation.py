@@ -4,12 +4,19 @@ In-memory budgets of the chain are checked and held together under one lock; sha
 budgets (kept in a store such as Redis) each take one atomic round trip after them, and
 a refusal there gives back everything the call held. A ``clamp`` budget shrinks the call
 to what is left rather than refusing it.
+
+A shared store's round trips are the only I/O: the decisions around them are written
+once, as a plan (a generator yielding each store operation), carried out with the
+accounts' sync methods by :func:`reserve` and :meth:`Reservation.settle`, and awaited
+through their async methods (``areserve`` / ``asettle``, where an account has them) by
+:func:`areserve` and :meth:`Reservation.asettle`. A chain of in-memory budgets never
+builds a plan: it is reserved and settled in one locked step either way.
 """
 
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import TYPE_CHECKING, Literal
@@ -25,11 +32,20 @@ from tcc_plugin.ledger import (
     Snapshot,
     charge,
 )
+from tcc_plugin.plans import adrive, drive
 
 if TYPE_CHECKING:
     from tcc_plugin.budget import Budget
 
-__all__ = ["Demand", "Policy", "Reservation", "active_budgets", "reserve"]
+__all__ = [
+    "Demand",
+    "Policy",
+    "Reservation",
+    "active_budgets",
+    "areserve",
+    "reserve",
+    "touches_store",
+]
 
 Policy = Literal["raise", "clamp"]
 
@@ -144,6 +160,23 @@ class Reservation:
     def settle(self, actual: Charge) -> bool:
         """Replace the reservation by ``actual`` in every budget; only the first call
         counts (later ones return ``False``), so nothing is ever charged twice."""
+        if not self._settle_locals(actual):
+            return False
+        for shared, hold in self._shared:
+            shared.settle(hold, actual)  # never raises: a shared ledger journals on failure
+        return True
+
+    async def asettle(self, actual: Charge) -> bool:
+        """The async twin of :meth:`settle`: each shared store's settlement is awaited
+        (through the account's ``asettle`` where it has one), never blocking the loop."""
+        if not self._settle_locals(actual):
+            return False
+        for shared, hold in self._shared:
+            await _acarry_out(_SettleIn(shared, hold, actual))
+        return True
+
+    def _settle_locals(self, actual: Charge) -> bool:
+        """Mark settled and settle the in-memory accounts; ``False`` if already settled."""
         with LEDGER_LOCK:
             if self._settled:
                 return False
@@ -153,13 +186,21 @@ class Reservation:
                 held = self._held
                 for account in self._locals:
                     account.settle_locked(held, values)
-        for shared, hold in self._shared:
-            shared.settle(hold, actual)  # never raises: a shared ledger journals on failure
         return True
+
+    @property
+    def in_store(self) -> bool:
+        """Whether settling makes a round trip to a shared store (an async caller then
+        awaits :meth:`asettle`; otherwise :meth:`settle` is the whole, local, step)."""
+        return bool(self._shared) and not self._settled
 
     def release(self) -> bool:
         """Give the whole reservation back: the call never reached the provider."""
         return self.settle(ZERO)
+
+    async def arelease(self) -> bool:
+        """The async twin of :meth:`release`."""
+        return await self.asettle(ZERO)
 
 
 def _snapshot(b: Budget) -> Snapshot:
@@ -246,6 +287,67 @@ def _largest_affordable(
     return max(lo, 0)
 
 
+@dataclass(frozen=True, slots=True)
+class _ReserveIn:
+    """A plan's step: reserve ``need`` in a shared budget's account (one round trip)."""
+
+    account: Account
+    budget: Budget
+    need: Charge
+    unbounded: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _SettleIn:
+    """A plan's step: settle a shared account's hold to ``actual`` (never raises)."""
+
+    account: Account
+    hold: object
+    actual: Charge
+
+
+_Step = _ReserveIn | _SettleIn
+_Plan = Generator[_Step, object, Reservation]
+
+
+def _carry_out(step: _Step) -> object:
+    if type(step) is _SettleIn:
+        step.account.settle(step.hold, step.actual)
+        return None
+    assert type(step) is _ReserveIn
+    return step.account.reserve(step.budget, step.need, step.unbounded)
+
+
+async def _acarry_out(step: _Step) -> object:
+    """A step awaited through the account's async methods, found structurally (an
+    account without them is called synchronously)."""
+    if type(step) is _SettleIn:
+        asettle = getattr(step.account, "asettle", None)
+        if asettle is None:
+            step.account.settle(step.hold, step.actual)
+        else:
+            await asettle(step.hold, step.actual)
+        return None
+    assert type(step) is _ReserveIn
+    areserve_ = getattr(step.account, "areserve", None)
+    if areserve_ is None:
+        return step.account.reserve(step.budget, step.need, step.unbounded)
+    held: object = await areserve_(step.budget, step.need, step.unbounded)
+    return held
+
+
+def touches_store(budgets: tuple[Budget, ...], replacing: Reservation | None = None) -> bool:
+    """Whether reserving in ``budgets`` (taking ``replacing`` over) makes a round trip to
+    a shared store: an async caller then awaits :func:`areserve`; otherwise
+    :func:`reserve` is one local step and there is nothing to await."""
+    if replacing is not None and replacing.in_store:
+        return True
+    for b in budgets:  # noqa: SIM110 - no generator on the in-memory path
+        if b._local is None:
+            return True
+    return False
+
+
 def reserve(
     demand: Demand,
     budgets: tuple[Budget, ...] | None = None,
@@ -267,12 +369,37 @@ def reserve(
     made first and the old one returned after, so near the cap the hand-over may be
     refused where an atomic one would not (it never overshoots).
     """
+    held = _begin(demand, budgets, replacing)
+    return held if isinstance(held, Reservation) else drive(held, _carry_out, catch=BaseException)
+
+
+async def areserve(
+    demand: Demand,
+    budgets: tuple[Budget, ...] | None = None,
+    *,
+    replacing: Reservation | None = None,
+) -> Reservation:
+    """The async twin of :func:`reserve`: a shared store's round trips are awaited
+    (through its accounts' ``areserve`` / ``asettle``), never blocking the event loop.
+    A cancellation while a store answers gives back everything the call held."""
+    held = _begin(demand, budgets, replacing)
+    if isinstance(held, Reservation):
+        return held
+    return await adrive(held, _acarry_out, catch=BaseException)
+
+
+def _begin(
+    demand: Demand, budgets: tuple[Budget, ...] | None, replacing: Reservation | None
+) -> Reservation | _Plan:
+    """Reserve in the in-memory budgets; the reservation when that is all, else the
+    plan of the shared stores' round trips that completes it."""
     chain = active_budgets() if budgets is None else _unique(budgets)
     handed = replacing if replacing is not None and not replacing._settled else None
     if not chain:
-        if handed is not None:
-            handed.release()
-        return Reservation((), ZERO, None, "unbudgeted")
+        unbudgeted = Reservation((), ZERO, None, "unbudgeted")
+        if handed is None or not handed._settle_locals(ZERO) or not handed._shared:
+            return unbudgeted
+        return _complete(unbudgeted, chain, demand, handed, [])  # its stores: a plan
     for b in chain:
         if b._started is None:
             b.start()
@@ -283,23 +410,48 @@ def reserve(
                     raise b._refusal("deadline", ZERO)
     taken: list[bool] = []  # set once the hand-over released the enclosing call's room
     try:
-        try:
-            held = _reserve(chain, demand, retried=False, handing=handed, taken=taken)
-        except _SharedRefusal:
-            # A shared budget refused on numbers fresher than this process had: a clamp
-            # policy in the chain gets one more try, sized on them.
-            held = _reserve(chain, demand, retried=True, handing=handed, taken=taken)
+        held = _reserve(chain, demand, retried=False, handing=handed, taken=taken)
     except BaseException:
-        if handed is not None and taken:
-            with LEDGER_LOCK:  # refused: the enclosing call keeps its reservation whole
-                handed._settled = False
-                for account in handed._locals:
-                    account.hold(handed._held)
+        _keep_whole(handed, taken)
+        raise
+    if isinstance(held, Reservation) and (handed is None or not handed._shared):
+        return held
+    return _complete(held, chain, demand, handed, taken)
+
+
+def _complete(
+    held: Reservation | _Plan,
+    chain: tuple[Budget, ...],
+    demand: Demand,
+    handed: Reservation | None,
+    taken: list[bool],
+) -> _Plan:
+    """The rest of a reservation that touches a shared store, as a plan."""
+    try:
+        if not isinstance(held, Reservation):
+            try:
+                held = yield from held
+            except _SharedRefusal:
+                # A shared budget refused on numbers fresher than this process had: a
+                # clamp policy in the chain gets one more try, sized on them.
+                again = _reserve(chain, demand, retried=True, handing=handed, taken=taken)
+                held = again if isinstance(again, Reservation) else (yield from again)
+    except BaseException:
+        _keep_whole(handed, taken)
         raise
     if handed is not None:
         for store, hold in handed._shared:
-            store.settle(hold, ZERO)
+            yield _SettleIn(store, hold, ZERO)
+    assert isinstance(held, Reservation)
     return held
+
+
+def _keep_whole(handed: Reservation | None, taken: list[bool]) -> None:
+    if handed is not None and taken:
+        with LEDGER_LOCK:  # refused: the enclosing call keeps its reservation whole
+            handed._settled = False
+            for account in handed._locals:
+                account.hold(handed._held)
 
 
 class _SharedRefusal(BudgetExceeded):
@@ -314,7 +466,7 @@ def _reserve(
     retried: bool,
     handing: Reservation | None = None,
     taken: list[bool] | None = None,
-) -> Reservation:
+) -> Reservation | _Plan:
     unbounded = demand.unbounded()
     need = demand.charge(demand.max_output_tokens, demand.max_reasoning_tokens)
     values = need.values()
@@ -350,16 +502,35 @@ def _reserve(
             account.hold(values)
     if not shared:
         return Reservation(chain, need, clamp, outcome, tuple(locals_), (), values)
+    return _hold_shared(
+        chain, demand, retried, shared, locals_, need, values, unbounded, clamp, outcome
+    )
+
+
+def _hold_shared(
+    chain: tuple[Budget, ...],
+    demand: Demand,
+    retried: bool,
+    shared: list[Budget],
+    locals_: list[MemoryAccount],
+    need: Charge,
+    values: tuple[int | Decimal, ...],
+    unbounded: tuple[str, ...],
+    clamp: Clamp | None,
+    outcome: str,
+) -> _Plan:
+    """Hold ``need`` in each shared budget, one round trip each, after the in-memory
+    ones were held; a refusal (or a cancellation) gives back everything held."""
     held: list[tuple[Account, object]] = []
     try:
         for b in shared:
-            held.append((b._account, b._account.reserve(b, need, unbounded)))
+            held.append((b._account, (yield _ReserveIn(b._account, b, need, unbounded))))
     except BaseException as exc:
         with LEDGER_LOCK:
             for account in locals_:
                 account.settle_locked(values, _NOTHING)
         for store, hold in held:
-            store.settle(hold, ZERO)
+            yield _SettleIn(store, hold, ZERO)
         if (
             isinstance(exc, BudgetExceeded)
             and not retried

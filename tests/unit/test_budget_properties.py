@@ -38,7 +38,7 @@ from hypothesis import strategies as st
 from tcc_plugin import Budget, BudgetExceeded, PriceBook, PriceUnknown, TokenPrice, Usage
 from tcc_plugin.adapter import Adapter, CallInfo, Clamp, ResponseInfo
 from tcc_plugin.budget import LIMITS
-from tcc_plugin.lifecycle import arun, run
+from tcc_plugin.drivers import arun, run
 from tcc_plugin.retry import RetriesExhausted, RetryPolicy
 
 pytestmark = pytest.mark.filterwarnings("ignore::tcc_plugin.pricing.UnknownModelWarning")

@@ -3,9 +3,10 @@
     python fleet_worker.py '<json config>'
 
 Makes ``calls`` decorated calls against a shared budget on Redis, half from two threads
-and half from asyncio tasks, with random output sizes, failures and cancellations, and
-prints one JSON line summarising what its own spans recorded (read back from an
-in-memory exporter). Mode ``hang`` reserves one call and blocks in it until killed.
+(the ledger's sync client) and half from asyncio tasks (its asyncio client), with random
+output sizes, failures and cancellations, and prints one JSON line summarising what its
+own spans recorded (read back from an in-memory exporter). Mode ``hang`` reserves one
+call and blocks in it until killed.
 """
 
 from __future__ import annotations
@@ -129,10 +130,13 @@ def main() -> None:
         except (RuntimeError, asyncio.TimeoutError):
             note("failed")
 
+    async_clients: list[int] = []
+
     async def run_async() -> None:
         with team:
             for i in range(0, len(async_plan), 4):
                 await asyncio.gather(*(one(*item) for item in async_plan[i : i + 4]))
+        async_clients.append(len(ledger._sides))  # the tasks' round trips: redis.asyncio
 
     with team:
         # each thread joins the team budget through a copy of this context
@@ -159,7 +163,9 @@ def main() -> None:
         charged["output_tokens"] += out
         charged["usd"] += (Decimal("1.25") * inp + Decimal(10) * out) / 1_000_000
     charged["usd"] = str(charged["usd"])
-    print(json.dumps({"outcomes": outcomes, "charged": charged, "pending": ledger.pending}))
+    summary = {"outcomes": outcomes, "charged": charged, "pending": ledger.pending}
+    summary["async_clients"] = async_clients[0]
+    print(json.dumps(summary))
 
 
 if __name__ == "__main__":

@@ -91,7 +91,9 @@ def test_eight_processes_never_overshoot_and_spans_equal_the_ledger(
         )
         for i in range(8)
     ]
-    seen = totals([finish(w) for w in workers])
+    summaries = [finish(w) for w in workers]
+    assert all(s["async_clients"] == 1 for s in summaries)  # async tasks: redis.asyncio
+    seen = totals(summaries)
     assert seen["exceeded"] > 0  # the shared caps did bind
     assert seen["unavailable"] == 0 and seen["pending"] == 0
     assert_ledger_matches(redis_server, key, caps, seen)

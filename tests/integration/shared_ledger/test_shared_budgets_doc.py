@@ -19,9 +19,9 @@ pytest.importorskip("tcc_plugin.integrations.redis_ledger")
 DOC = Path(__file__).resolve().parents[3] / "docs" / "shared-budgets.md"
 
 
-def worker_source() -> str:
+def worker_source(name: str = "worker.py") -> str:
     blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), re.S)
-    (worker,) = [b for b in blocks if b.startswith("# worker.py")]
+    (worker,) = [b for b in blocks if b.startswith(f"# {name}")]
     return worker
 
 
@@ -59,3 +59,19 @@ def test_the_worker_pool_recipe_holds_the_team_cap(server: RedisServer, tmp_path
     )
     assert team.spent.usd == answered * Decimal("0.001625") <= Decimal("0.01")
     assert team.spent.calls == answered and team.in_flight == 0
+
+
+def test_the_async_snippet_holds_the_cap_without_blocking(
+    server: RedisServer, tmp_path: Path
+) -> None:
+    script = tmp_path / "async_worker.py"
+    script.write_text(worker_source("async_worker.py"))
+    env = {**os.environ, "REDIS_URL": server.url}
+    done = subprocess.run(
+        [sys.executable, str(script)], env=env, text=True, capture_output=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    first, second = done.stdout.splitlines()
+    answered = int(first.split()[0])
+    assert 4 <= answered <= 6 and first == f"{answered} answered, {10 - answered} refused"
+    assert second == f"spent {(answered * Decimal('0.001625')).normalize()} reserved 0"
