@@ -165,9 +165,7 @@ def test_adaptive_launches_only_what_the_rule_needs() -> None:
 
 def test_sequential_and_waves_in_a_thread_group() -> None:
     unbeatable = stop_unbeatable()
-    seq = self_consistency(
-        Scripted(["1"] * 16), n=16, stop=unbeatable, launch=launch_sequential()
-    )
+    seq = self_consistency(Scripted(["1"] * 16), n=16, stop=unbeatable, launch=launch_sequential())
     assert seq.launched == 9 and seq.cancelled == 0  # unbeatable after 9 of 16
     waves = self_consistency(Scripted(["1"] * 16), n=16, stop=unbeatable, launch=launch_waves(4))
     assert waves.launched == 12  # three waves of four: the third brings 9
