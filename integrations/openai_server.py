@@ -6,11 +6,11 @@ server's dialect (:mod:`.server_dialect`): provider ``vllm`` / ``llama.cpp``; ex
 reasoning tokens (the server's count, else ``/tokenize`` of ``message.reasoning`` /
 ``reasoning_content`` and of the streamed deltas) written into the response's
 ``usage.completion_tokens_details``; vLLM's ``thinking_token_budget`` (``extra_body``)
-clamped by budgets and set from a neutral thinking budget; llama-server's ``n``
-normalised; the GPU-hour price shared among the calls in flight on the server; raw
-``completions`` as the thinking phases of budget forcing (all their output is
-reasoning). The dialect is declared (``server="vllm"``) or detected once per server at
-the first call.
+clamped by budgets and set from a neutral thinking budget; ``n`` choices counted
+exactly (:data:`~.server_dialect.CHOICE_USAGE`); the GPU-hour price shared among the
+calls in flight on the server; raw ``completions`` as the thinking phases of budget
+forcing (all their output is reasoning). The dialect is declared (``server="vllm"``)
+or detected once per server at the first call.
 
 The adapters here only translate and plan; :mod:`._common` drives the plans with the
 client's own ``post`` (sync or async).
@@ -42,6 +42,7 @@ from .server_dialect import (
     detect,
     finish_usage,
     merge_choices,
+    one_request_for_choices,
     reasoning_of,
     server_root,
     single_choice_seeds,
@@ -223,7 +224,7 @@ class _ServerMixin(PostAdapter):
             response = yield request
             return response
         n = max(_int(request.get("n")) or 1, 1)
-        if dialect == "llama.cpp" and n > 1:
+        if n > 1 and not one_request_for_choices(dialect, request.stream):
             one = _without(request, "n")
             seeds = single_choice_seeds(n, _int(request.get("seed")))
             parts = [one if s is None else one.with_fields(seed=s) for s in seeds]

@@ -17,9 +17,12 @@ What the dialects differ in, and what is normalised here:
   present, else ``/tokenize`` of the reasoning text (vLLM ``{"prompt"}`` ->
   ``{"tokens", "count"}``; llama-server ``{"content"}`` -> ``{"tokens"}``); a raw
   continuation that is a thinking phase (budget forcing) is all reasoning;
-- ``n``: llama-server reports the completion tokens of one choice only, so ``n > 1``
-  is sent as ``n`` single-choice requests (seeds offset) whose usages are summed, the
-  prompt counted once.
+- ``n`` (:data:`CHOICE_USAGE`): vLLM's usage sums the completion tokens of all
+  choices, in a response and in a stream's usage chunk. llama-server's *response*
+  reports the completion tokens of one choice only, but its *stream* sends one usage
+  chunk per choice; so a non-streamed ``n > 1`` is sent there as ``n`` single-choice
+  requests (seeds offset) whose usages are summed, the prompt counted once, and a
+  streamed one goes out as one request whose per-choice usage chunks are summed.
 """
 
 from __future__ import annotations
@@ -31,8 +34,10 @@ from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
 __all__ = [
+    "CHOICE_USAGE",
     "DIALECTS",
     "DIALECT_ATTRIBUTE",
+    "ChoiceUsage",
     "Dialect",
     "DialectError",
     "Fetch",
@@ -44,6 +49,7 @@ __all__ = [
     "finish_usage",
     "known_dialect",
     "merge_choices",
+    "one_request_for_choices",
     "reasoning_of",
     "server_root",
     "single_choice_seeds",
@@ -53,6 +59,36 @@ Dialect = Literal["vllm", "llama.cpp"]
 DIALECTS: Final[tuple[Dialect, ...]] = ("vllm", "llama.cpp")
 DIALECT_ATTRIBUTE: Final = "tcc.server.dialect"
 _OWNERS: Final[Mapping[str, Dialect]] = {"vllm": "vllm", "llamacpp": "llama.cpp"}
+
+
+@dataclass(frozen=True, slots=True)
+class ChoiceUsage:
+    """How a server's usage counts the completion tokens of an ``n``-choice request.
+
+    ``response``: a response's ``usage.completion_tokens`` covers ``"all"`` choices, or
+    only ``"one"``. ``stream``: a stream (``include_usage``) ends with one usage chunk
+    ``"summed"`` over the choices, or sends one ``"per_choice"`` (each after that
+    choice's last chunk; :class:`StreamState` sums them, the prompt counted once)."""
+
+    response: Literal["all", "one"]
+    stream: Literal["summed", "per_choice"]
+
+
+CHOICE_USAGE: Final[Mapping[Dialect, ChoiceUsage]] = {
+    # vLLM (entrypoints/openai chat and completion serving): a response's
+    # completion_tokens = sum(len(output.token_ids) for output in outputs); a stream's
+    # final usage chunk = sum(previous_num_tokens) over the choices.
+    "vllm": ChoiceUsage(response="all", stream="summed"),
+    # llama-server: a response's usage is one choice's (measured: n=3 answered with
+    # one choice's 14 tokens); a stream sends each choice's usage in its own chunk.
+    "llama.cpp": ChoiceUsage(response="one", stream="per_choice"),
+}
+
+
+def one_request_for_choices(dialect: Dialect, stream: bool) -> bool:
+    """Whether an ``n``-choice request can go to a ``dialect`` server as one request
+    and still be charged exactly (else it is sent as ``n`` single-choice requests)."""
+    return stream or CHOICE_USAGE[dialect].response == "all"
 
 
 class DialectError(ValueError):

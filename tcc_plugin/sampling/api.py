@@ -16,10 +16,12 @@ traced; they differ in how the winner is chosen:
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from tcc_plugin.budget import Charge, Demand
 from tcc_plugin.sampling import _async, _sync
+from tcc_plugin.sampling.batch import BatchSample
 from tcc_plugin.sampling.extract import ExtractorLike, as_extractor, math_answer
 from tcc_plugin.sampling.group_plan import GroupSpec, is_async_callable
 from tcc_plugin.sampling.launch import (
@@ -57,7 +59,7 @@ of launching every sample at once)."""
 
 def _spec(
     method: str,
-    sample: Callable[[], Any] | Sequence[Callable[[], Any]],
+    sample: Callable[[], Any] | Sequence[Callable[[], Any]] | BatchSample[Any],
     n: int | None,
     *,
     is_async: bool,
@@ -71,6 +73,12 @@ def _spec(
     name: str | None,
     launch: LaunchPolicyLike | None,
 ) -> GroupSpec:
+    options: dict[str, Any] = dict(
+        extract=extract, verifier=verifier, vote=vote, stop=stop, concurrency=concurrency,
+        per_sample=per_sample, timeout=timeout, name=name, launch=launch,
+    )  # fmt: skip
+    if isinstance(sample, BatchSample):
+        return _batch_spec(method, sample, n, is_async=is_async, **options)
     samples = (sample,) if callable(sample) else tuple(sample)
     if not samples:
         raise ValueError(f"{method}: no sample callables given")
@@ -85,6 +93,35 @@ def _spec(
         if callable(sample):
             raise TypeError(f"{method}: give n, the number of samples to draw")
         n = len(samples)
+    return _checked(method, samples, n, **options)
+
+
+def _batch_spec(
+    method: str, batch: BatchSample[Any], n: int | None, *, is_async: bool, **rest: Any
+) -> GroupSpec:
+    if n is None:
+        raise TypeError(f"{method}: give n, the number of samples to draw from the batch source")
+    if not is_async and batch.is_async:
+        raise TypeError(f"{method}: batch source {batch!r} draws asynchronously; use a{method}")
+    spec = _checked(method, (), n, **rest)
+    return replace(spec, batch=batch)
+
+
+def _checked(
+    method: str,
+    samples: tuple[Callable[[], Any], ...],
+    n: int,
+    *,
+    extract: ExtractorLike | None,
+    verifier: VerifierLike | None,
+    vote: VoteRule | None,
+    stop: StopRuleLike | None,
+    concurrency: int | None,
+    per_sample: Demand | Charge | None,
+    timeout: float | None,
+    name: str | None,
+    launch: LaunchPolicyLike | None,
+) -> GroupSpec:
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"{method}: n must be a positive int, got {n!r}")
     if concurrency is None:
@@ -121,7 +158,7 @@ def _launch(method: str, launch: LaunchPolicyLike) -> LaunchPolicy:
 
 
 def best_of_n(
-    sample: Callable[[], T] | Sequence[Callable[[], T]],
+    sample: Callable[[], T] | Sequence[Callable[[], T]] | BatchSample[T],
     n: int | None = None,
     *,
     verifier: VerifierLike,
@@ -136,7 +173,10 @@ def best_of_n(
     """Draw up to ``n`` candidates and return the one ``verifier`` scores highest.
 
     ``sample`` is a callable returning a candidate (usually an instrumented LLM call),
-    or a sequence of them used round-robin (``n`` then defaults to its length).
+    or a sequence of them used round-robin (``n`` then defaults to its length), or a
+    :class:`~tcc_plugin.sampling.BatchSample` (e.g. ``batched(draw_k)``): each wave the
+    launch policy starts is then drawn by one call of ``draw(k)`` (e.g. one request
+    with ``n=k`` on vLLM or llama-server).
     ``verifier`` is a :class:`~tcc_plugin.sampling.Verifier` or a plain function
     ``candidate -> float | bool | Verdict``. ``stop`` ends the group early (e.g.
     ``stop_on_score(1.0)``); running samples are then abandoned (see the docs on
@@ -163,7 +203,7 @@ def best_of_n(
 
 
 def self_consistency(
-    sample: Callable[[], T] | Sequence[Callable[[], T]],
+    sample: Callable[[], T] | Sequence[Callable[[], T]] | BatchSample[T],
     n: int | None = None,
     *,
     extract: ExtractorLike | None = None,
@@ -196,7 +236,7 @@ def self_consistency(
 
 
 async def abest_of_n(
-    sample: Callable[[], Awaitable[T]] | Sequence[Callable[[], Awaitable[T]]],
+    sample: Callable[[], Awaitable[T]] | Sequence[Callable[[], Awaitable[T]]] | BatchSample[T],
     n: int | None = None,
     *,
     verifier: VerifierLike,
@@ -220,7 +260,7 @@ async def abest_of_n(
 
 
 async def aself_consistency(
-    sample: Callable[[], Awaitable[T]] | Sequence[Callable[[], Awaitable[T]]],
+    sample: Callable[[], Awaitable[T]] | Sequence[Callable[[], Awaitable[T]]] | BatchSample[T],
     n: int | None = None,
     *,
     extract: ExtractorLike | None = None,
