@@ -93,3 +93,30 @@ async def test_a_batch_cut_by_the_timeout_is_charged_what_it_streamed(
     charged = estimated[0]["gen_ai.usage.output_tokens"]
     assert 0 < charged <= 2 * cap  # chunks streamed so far, else the reservation
     assert result.cancelled_spent.output_tokens == charged == b.spent.output_tokens
+
+
+def test_a_streamed_n_is_one_request_with_every_choice_counted(
+    qwen: openai.OpenAI, qwen_engine: LocalEngine, telemetry: Telemetry
+) -> None:
+    model = qwen_engine.alias
+    stream = qwen.chat.completions.create(
+        model=model,
+        messages=QUESTION,
+        max_tokens=5,
+        n=3,
+        temperature=1.0,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    with stream:
+        chunks = list(stream)
+    indices = [c.choices[0].index for c in chunks if c.choices]
+    assert set(indices) == {0, 1, 2}  # interleaved by index, as the server sends them
+    finished = [c.choices[0] for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert len(finished) == 3 and all(f.finish_reason == "length" for f in finished)
+    usage_chunks = [c for c in chunks if not c.choices and c.usage is not None]
+    assert len(usage_chunks) == 1  # llama-server's three per-choice chunks, summed
+    assert usage_chunks[0].usage is not None and usage_chunks[0].usage.completion_tokens == 15
+    calls = telemetry.spans(f"chat {model}")
+    assert len(calls) == 1
+    assert dict(calls[0].attributes or {})["gen_ai.usage.output_tokens"] == 15
