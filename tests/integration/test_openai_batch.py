@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import anthropic
 import httpx2
 import openai
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import tcc_plugin
@@ -331,6 +332,51 @@ def test_the_ledger_stays_exact_under_batch_cancellation(
             result.completed + result.cancelled + result.failed + result.refused == result.launched
         )
         assert result.spent.output_tokens == expected
+        event(f"batches cancelled in flight: {result.cancelled > 0}")
         await client.close()
 
     asyncio.run(scenario())
+
+
+def test_a_sync_batch_abandoned_by_the_group_stops_reading_and_is_charged(
+    telemetry: Telemetry,
+) -> None:
+    # two batches of two: the first answers at once; the second streams one chunk, then
+    # waits until the group has returned; its worker thread then sees the sample was
+    # cancelled, stops reading and closes the stream
+    server = VLLMServer()
+    group_returned = threading.Event()
+    chunks_sent = []
+
+    def slow() -> Iterator[bytes]:
+        for i in range(1_000):
+            chunk = stream_chunk([delta(i % 2, content="x")], None)
+            chunks_sent.append(i)
+            yield f"data: {json.dumps(chunk)}\n\n".encode()
+            if i == 0:
+                group_returned.wait(30)
+
+    requests = []
+
+    def answer(body: dict[str, Any]) -> httpx2.Response:
+        requests.append(body["n"])
+        if len(requests) == 1:
+            return streamed(vllm_chunks(["6", "6"], [2, 2]))
+        return httpx2.Response(200, content=slow(), headers={"content-type": "text/event-stream"})
+
+    server.routes["/v1/chat/completions"] = answer
+    client = client_of(server, "vllm", "http://127.0.0.1:8217")
+    source = choices_batch(client, max_batch=2, **REQUEST)
+    with tcc_plugin.budget(output_tokens=1_000) as b:
+        result = self_consistency(source, n=4, launch=launch_all(), stop=stop_after_completed(2))
+        group_returned.set()
+        for _ in range(3_000):  # the abandoned worker settles its call when it ends
+            if b.reserved.is_zero():
+                break
+            threading.Event().wait(0.01)
+    assert (result.completed, result.cancelled) == (2, 2)
+    assert b.reserved.is_zero()
+    assert len(chunks_sent) < 10  # it stopped reading long before the stream's end
+    # answered: 2 x 2 tokens; abandoned stream: its reservation (2 x 50), never zero
+    assert b.spent.output_tokens == 4 + 100
+    assert b.spent.calls == 2
