@@ -16,7 +16,6 @@ traced; they differ in how the winner is chosen:
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import replace
 from typing import Any, TypeVar
 
 from tcc_plugin.budget import Charge, Demand
@@ -73,55 +72,29 @@ def _spec(
     name: str | None,
     launch: LaunchPolicyLike | None,
 ) -> GroupSpec:
-    options: dict[str, Any] = dict(
-        extract=extract, verifier=verifier, vote=vote, stop=stop, concurrency=concurrency,
-        per_sample=per_sample, timeout=timeout, name=name, launch=launch,
-    )  # fmt: skip
+    batch: BatchSample[Any] | None = None
+    samples: tuple[Callable[[], Any], ...] = ()
     if isinstance(sample, BatchSample):
-        return _batch_spec(method, sample, n, is_async=is_async, **options)
-    samples = (sample,) if callable(sample) else tuple(sample)
-    if not samples:
-        raise ValueError(f"{method}: no sample callables given")
-    for fn in samples:
-        if not callable(fn):
-            raise TypeError(f"{method}: a sample must be callable, not {type(fn).__name__}")
-        if not is_async and is_async_callable(fn):
-            raise TypeError(
-                f"{method}: sample {getattr(fn, '__qualname__', fn)!r} is async; use a{method}"
-            )
-    if n is None:
-        if callable(sample):
-            raise TypeError(f"{method}: give n, the number of samples to draw")
-        n = len(samples)
-    return _checked(method, samples, n, **options)
-
-
-def _batch_spec(
-    method: str, batch: BatchSample[Any], n: int | None, *, is_async: bool, **rest: Any
-) -> GroupSpec:
-    if n is None:
-        raise TypeError(f"{method}: give n, the number of samples to draw from the batch source")
-    if not is_async and batch.is_async:
-        raise TypeError(f"{method}: batch source {batch!r} draws asynchronously; use a{method}")
-    spec = _checked(method, (), n, **rest)
-    return replace(spec, batch=batch)
-
-
-def _checked(
-    method: str,
-    samples: tuple[Callable[[], Any], ...],
-    n: int,
-    *,
-    extract: ExtractorLike | None,
-    verifier: VerifierLike | None,
-    vote: VoteRule | None,
-    stop: StopRuleLike | None,
-    concurrency: int | None,
-    per_sample: Demand | Charge | None,
-    timeout: float | None,
-    name: str | None,
-    launch: LaunchPolicyLike | None,
-) -> GroupSpec:
+        batch = sample
+        if n is None:
+            raise TypeError(f"{method}: give n, the number of samples to draw from {batch!r}")
+        if not is_async and batch.is_async:
+            raise TypeError(f"{method}: batch source {batch!r} draws asynchronously; use a{method}")
+    else:
+        samples = (sample,) if callable(sample) else tuple(sample)
+        if not samples:
+            raise ValueError(f"{method}: no sample callables given")
+        for fn in samples:
+            if not callable(fn):
+                raise TypeError(f"{method}: a sample must be callable, not {type(fn).__name__}")
+            if not is_async and is_async_callable(fn):
+                raise TypeError(
+                    f"{method}: sample {getattr(fn, '__qualname__', fn)!r} is async; use a{method}"
+                )
+        if n is None:
+            if callable(sample):
+                raise TypeError(f"{method}: give n, the number of samples to draw")
+            n = len(samples)
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"{method}: n must be a positive int, got {n!r}")
     if concurrency is None:
@@ -147,6 +120,7 @@ def _checked(
         timeout=timeout,
         name=name or method,
         launch=DEFAULT_LAUNCH if launch is None else _launch(method, launch),
+        batch=batch,
     )
 
 
