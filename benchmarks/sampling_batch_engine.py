@@ -11,6 +11,8 @@ medians and ranges, and the ratios batch / separate. Runs on demand (it starts t
 engine; the first run on a machine builds it), never in CI.
 
     python benchmarks/sampling_batch_engine.py [--k 4] [--reps 7] [--max-tokens 64]
+        [--no-prompt-cache]   # llama-server's cache_prompt off: every request evaluates
+                              # its prompt, as a server without prefix caching would
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ def summary(rows: list[Row], key: str) -> str:
     return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
 
 
-async def measure(k: int, reps: int, max_tokens: int) -> None:
+async def measure(k: int, reps: int, max_tokens: int, prompt_cache: bool) -> None:
     engine = LocalEngine(QWEN25_CODER_05B, parallel=k, ctx_size=512, progress=False)
     engine.start()
     client = engine.async_client(gpu_price=1.0)
@@ -78,6 +80,8 @@ async def measure(k: int, reps: int, max_tokens: int) -> None:
         "max_tokens": max_tokens,
         "temperature": 0.8,
     }
+    if not prompt_cache:
+        request["extra_body"] = {"cache_prompt": False}
     source = choices_batch(client, **request)
 
     async def batch() -> Any:
@@ -104,7 +108,10 @@ async def measure(k: int, reps: int, max_tokens: int) -> None:
                     f"prompt tokens evaluated {row['prompt_evaluated']:.0f}, "
                     f"completed {row['completed']:.0f}"
                 )
-        print(f"\nk={k}, max_tokens={max_tokens}, {reps} reps: median (min-max)")
+        cache = "on" if prompt_cache else "off"
+        print(
+            f"\nk={k}, max_tokens={max_tokens}, prompt cache {cache}, {reps} reps: median (min-max)"
+        )
         for name in ("batch", "separate"):
             print(
                 f"{name:>8}: wall {summary(rows[name], 'wall')} s; output charged "
@@ -128,8 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--k", type=int, default=4)
     parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--no-prompt-cache", action="store_true")
     args = parser.parse_args(argv)
-    asyncio.run(measure(args.k, args.reps, args.max_tokens))
+    asyncio.run(measure(args.k, args.reps, args.max_tokens, not args.no_prompt_cache))
     return 0
 
 
