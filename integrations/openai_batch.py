@@ -38,7 +38,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
 
 from tcc_plugin.adapter import INSTRUMENTED_ATTRIBUTE
 from tcc_plugin.plans import adrive, drive
-from tcc_plugin.sampling import BatchSample, current_sample
+from tcc_plugin.sampling import BatchSample, BatchSizeError, current_sample
 
 from .openai import _reasons
 from .server_dialect import CHOICE_USAGE, reasoning_of
@@ -99,7 +99,16 @@ class _Choices:
                 self.finish[index] = reason
 
     def completions(self) -> list[ChatCompletion]:
-        """One one-choice ``ChatCompletion`` per choice, in index order."""
+        """One one-choice ``ChatCompletion`` per choice, in index order; a server that
+        sent fewer choices than asked is a :class:`BatchSizeError` (never an empty
+        candidate)."""
+        seen = set(self.content) | set(self.reasoning) | set(self.finish)
+        missing = [i for i in range(self.k) if i not in seen]
+        if missing:
+            raise BatchSizeError(
+                f"the server was asked for n={self.k} choices and sent none for "
+                f"{len(missing)} of them (indices {missing[:8]})"
+            )
         out = []
         for index in range(self.k):
             message: dict[str, Any] = {

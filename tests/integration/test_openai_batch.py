@@ -24,6 +24,7 @@ import tcc_plugin
 from tcc_plugin.budget import Demand
 from tcc_plugin.integrations.openai_batch import BatchUnsupported, choices_batch
 from tcc_plugin.sampling import (
+    BatchSizeError,
     aself_consistency,
     launch_all,
     launch_waves,
@@ -158,6 +159,16 @@ def test_max_batch_splits_a_wave(telemetry: Telemetry) -> None:
     )
     assert sorted(body["n"] for body in server.bodies("/v1/chat/completions")) == [2, 3]
     assert result.completed == 5
+
+
+def test_a_server_sending_fewer_choices_fails_the_batch_clearly() -> None:
+    server = VLLMServer()
+    server.routes["/v1/chat/completions"] = lambda body: streamed(vllm_chunks(["1"], [3]))
+    client = client_of(server, "vllm", "http://127.0.0.1:8218")
+    fewer = "asked for n=3 choices and sent none for 2"
+    with tcc_plugin.budget(output_tokens=1_000) as b, pytest.raises(BatchSizeError, match=fewer):
+        self_consistency(choices_batch(client, **REQUEST), n=3, launch=launch_all())
+    assert b.spent.output_tokens == 3  # what the server did generate is still charged
 
 
 def test_refusals() -> None:
@@ -357,11 +368,14 @@ def test_a_sync_batch_abandoned_by_the_group_stops_reading_and_is_charged(
                 group_returned.wait(30)
 
     requests = []
+    second_sent = threading.Event()
 
     def answer(body: dict[str, Any]) -> httpx2.Response:
         requests.append(body["n"])
         if len(requests) == 1:
+            second_sent.wait(30)  # both batches are in flight before the first answers
             return streamed(vllm_chunks(["6", "6"], [2, 2]))
+        second_sent.set()
         return httpx2.Response(200, content=slow(), headers={"content-type": "text/event-stream"})
 
     server.routes["/v1/chat/completions"] = answer
