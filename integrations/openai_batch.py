@@ -4,9 +4,11 @@
 :class:`~tcc_plugin.sampling.BatchSample` for :func:`tcc_plugin.self_consistency`,
 :func:`~tcc_plugin.best_of_n` (``OpenAI``) and their async twins (``AsyncOpenAI``):
 each wave of ``k`` samples the group's launch policy starts is one streamed
-``chat.completions.create(..., n=k)``; its ``k`` choices become ``k`` candidates (each
-a one-choice ``ChatCompletion`` whose ``usage`` is ``None``: the request's usage is
-charged once, on its call span).
+``chat.completions.create(..., n=k)`` (with ``prompt=`` instead of ``messages=``, a
+legacy ``completions.create``: raw-prompt continuations); its ``k`` choices become ``k``
+candidates (each a one-choice ``ChatCompletion`` / ``Completion`` whose ``usage`` is
+``None``: the request's usage is charged once, on its call span). Inside a draw,
+:func:`~tcc_plugin.sampling.current_sample` is the batch's first sample.
 
 The request goes through the instrumentation like any call: it reserves its worst case
 for ``k`` outputs (``max_tokens`` times ``k``), and settles the exact total, counted per the
@@ -29,6 +31,7 @@ from typing import Any, Final
 
 try:
     import openai
+    from openai.types import Completion
     from openai.types.chat import ChatCompletion
 except ImportError as exc:  # pragma: no cover - exercised without the extra
     raise ImportError(
@@ -53,23 +56,25 @@ class BatchUnsupported(ValueError):
     """The client or its server cannot draw a batch as one ``n=k`` request."""
 
 
-def _chat_adapter(client: Any) -> Any:
+def _adapter(client: Any, path: str) -> Any:
+    """The instrumentation's adapter of ``path`` on ``client``."""
     state = vars(client).get(INSTRUMENTED_ATTRIBUTE)
     adapters = getattr(getattr(state, "interceptor", None), "adapters", None)
-    if not isinstance(adapters, Mapping) or "/chat/completions" not in adapters:
+    if not isinstance(adapters, Mapping) or path not in adapters:
         raise BatchUnsupported(
             "choices_batch needs an instrumented client (tcc_plugin.instrument(client)): "
             "an uninstrumented n=k request would be neither budgeted nor counted"
         )
-    return adapters["/chat/completions"]
+    return adapters[path]
 
 
 class _Choices:
-    """The choices of one streamed ``n=k`` chat completion, assembled by index (the
-    servers interleave them)."""
+    """The choices of one streamed ``n=k`` chat (or legacy) completion, assembled by
+    index (the servers interleave them)."""
 
-    def __init__(self, k: int) -> None:
+    def __init__(self, k: int, legacy: bool = False) -> None:
         self.k = k
+        self.legacy = legacy
         self.content: dict[int, list[str]] = {}
         self.reasoning: dict[int, list[str]] = {}
         self.reasoning_key: str = "reasoning_content"
@@ -86,7 +91,7 @@ class _Choices:
         for choice in getattr(chunk, "choices", None) or ():
             index = getattr(choice, "index", 0) or 0
             delta = getattr(choice, "delta", None)
-            text = getattr(delta, "content", None)
+            text = getattr(choice, "text", None) if self.legacy else getattr(delta, "content", None)
             if isinstance(text, str) and text:
                 self.content.setdefault(index, []).append(text)
             thought = reasoning_of(delta)
@@ -98,10 +103,10 @@ class _Choices:
             if isinstance(reason, str):
                 self.finish[index] = reason
 
-    def completions(self) -> list[ChatCompletion]:
-        """One one-choice ``ChatCompletion`` per choice, in index order; a server that
-        sent fewer choices than asked is a :class:`BatchSizeError` (never an empty
-        candidate)."""
+    def completions(self) -> list[ChatCompletion | Completion]:
+        """One one-choice ``ChatCompletion`` (legacy: ``Completion``) per choice, in
+        index order; a server that sent fewer choices than asked is a
+        :class:`BatchSizeError` (never an empty candidate)."""
         seen = set(self.content) | set(self.reasoning) | set(self.finish)
         missing = [i for i in range(self.k) if i not in seen]
         if missing:
@@ -109,15 +114,25 @@ class _Choices:
                 f"the server was asked for n={self.k} choices and sent none for "
                 f"{len(missing)} of them (indices {missing[:8]})"
             )
-        out = []
+        out: list[ChatCompletion | Completion] = []
         for index in range(self.k):
+            reason = self.finish.get(index, "length")
+            if self.legacy:
+                legacy = {
+                    "index": index,
+                    "text": "".join(self.content.get(index, ())),
+                    "finish_reason": reason if reason in ("stop", "length") else "stop",
+                    "logprobs": None,
+                }
+                head = {**self.head, "object": "text_completion", "choices": [legacy]}
+                out.append(Completion.model_validate(head))
+                continue
             message: dict[str, Any] = {
                 "role": "assistant",
                 "content": "".join(self.content.get(index, ())),
             }
             if index in self.reasoning:
                 message[self.reasoning_key] = "".join(self.reasoning[index])
-            reason = self.finish.get(index, "length")
             choice = {
                 "index": index,
                 "message": message,
@@ -137,8 +152,11 @@ class _ChoicesBatchBase:
         given = sorted(k for k in _SET_BY_BATCH if k in request)
         if given:
             raise TypeError(f"choices_batch sets {', '.join(given)} itself; do not pass them")
-        if "model" not in request or "messages" not in request:
-            raise TypeError("choices_batch needs the request's model and messages")
+        if "model" not in request or ("messages" in request) == ("prompt" in request):
+            raise TypeError(
+                "choices_batch needs the request's model, and messages (chat) or prompt "
+                "(legacy completions)"
+            )
         if max_batch is not None and (
             isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1
         ):
@@ -146,7 +164,8 @@ class _ChoicesBatchBase:
         self.client = client
         self.request = dict(request)
         self.max_batch = max_batch
-        self.adapter = _chat_adapter(client)
+        self.legacy = "prompt" in request
+        self.adapter = _adapter(client, "/completions" if self.legacy else "/chat/completions")
         self.checked = False
 
     def _check(self) -> None:
@@ -170,21 +189,24 @@ class _ChoicesBatchBase:
     def _create(self, k: int) -> dict[str, Any]:
         return {**self.request, "n": k, "stream": True, "stream_options": {"include_usage": True}}
 
+    def _resource(self) -> Any:
+        return self.client.completions if self.legacy else self.client.chat.completions
+
     def __repr__(self) -> str:
         return f"choices_batch(model={self.request.get('model')!r}, max_batch={self.max_batch})"
 
 
-class ChoicesBatch(_ChoicesBatchBase, BatchSample[ChatCompletion]):
+class ChoicesBatch(_ChoicesBatchBase, BatchSample[ChatCompletion | Completion]):
     """A wave as one ``n=k`` request of an instrumented ``openai.OpenAI`` (sync)."""
 
-    def draw(self, k: int) -> list[ChatCompletion]:
+    def draw(self, k: int) -> list[ChatCompletion | Completion]:
         if not self.checked:
             if self.adapter.needs_setup:
                 drive(self.adapter.setup(), self.adapter.perform)
             self._check()
-        choices = _Choices(k)
+        choices = _Choices(k, self.legacy)
         sample = current_sample()
-        stream = self.client.chat.completions.create(**self._create(k))
+        stream = self._resource().create(**self._create(k))
         with stream:
             for chunk in stream:
                 choices.feed(chunk)
@@ -193,16 +215,16 @@ class ChoicesBatch(_ChoicesBatchBase, BatchSample[ChatCompletion]):
         return choices.completions()
 
 
-class AsyncChoicesBatch(_ChoicesBatchBase, BatchSample[ChatCompletion]):
+class AsyncChoicesBatch(_ChoicesBatchBase, BatchSample[ChatCompletion | Completion]):
     """A wave as one ``n=k`` request of an instrumented ``openai.AsyncOpenAI``."""
 
-    async def draw(self, k: int) -> list[ChatCompletion]:
+    async def draw(self, k: int) -> list[ChatCompletion | Completion]:
         if not self.checked:
             if self.adapter.needs_setup:
                 await adrive(self.adapter.setup(), self.adapter.aperform)
             self._check()
-        choices = _Choices(k)
-        stream = await self.client.chat.completions.create(**self._create(k))
+        choices = _Choices(k, self.legacy)
+        stream = await self._resource().create(**self._create(k))
         try:
             async for chunk in stream:
                 choices.feed(chunk)

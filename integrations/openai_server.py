@@ -33,6 +33,7 @@ from tcc_plugin.pricing import GpuHourPrice, Price, PriceBook, default_price_boo
 
 from ._common import Parallel, PostAdapter, PostRequest
 from .server_dialect import (
+    CHOICE_USAGE,
     DIALECT_ATTRIBUTE,
     Dialect,
     Fetch,
@@ -243,7 +244,10 @@ class _ServerMixin(PostAdapter):
         if not request.stream:
             meter.end()  # a stream's request ends when the stream is closed
         if request.stream:
-            return _Opened(results, self._finisher(request))
+            # llama-server streams n choices' usage one choice at a time (a legacy
+            # completion's on each choice's last chunk): every part is summed.
+            per_choice = n > 1 and len(parts) == 1 and CHOICE_USAGE[dialect].stream == "per_choice"
+            return _Opened(results, self._finisher(request), StreamState(per_choice=per_choice))
         # A raw response (with_raw_response, as LangChain's ChatOpenAI calls) is
         # normalised in the object its parse() caches and returns.
         parsed = [_parsed(r) for r in results] if request.raw else results
@@ -306,10 +310,11 @@ class _Opened:
         self,
         streams: list[Any],
         finish: Callable[[Any, list[str]], Generator[Fetch, Reply, None]],
+        state: StreamState | None = None,
     ) -> None:
         self.streams = streams
         self.finish = finish
-        self.state = StreamState()
+        self.state = state if state is not None else StreamState()
 
     def chunks(self) -> Iterator[tuple[int, Any]]:
         """The streams to read in order, with their choice-index offsets."""

@@ -19,8 +19,9 @@ What the dialects differ in, and what is normalised here:
   continuation that is a thinking phase (budget forcing) is all reasoning;
 - ``n`` (:data:`CHOICE_USAGE`): vLLM's usage sums the completion tokens of all
   choices, in a response and in a stream's usage chunk. llama-server's *response*
-  reports the completion tokens of one choice only, but its *stream* sends one usage
-  chunk per choice; so a non-streamed ``n > 1`` is sent there as ``n`` single-choice
+  reports the completion tokens of one choice only, but its *stream* sends each
+  choice's usage (chat: a usage chunk per choice; legacy completions: on each choice's
+  finish chunk); so a non-streamed ``n > 1`` is sent there as ``n`` single-choice
   requests (seeds offset) whose usages are summed, the prompt counted once, and a
   streamed one goes out as one request whose per-choice usage chunks are summed.
 """
@@ -80,7 +81,8 @@ CHOICE_USAGE: Final[Mapping[Dialect, ChoiceUsage]] = {
     # final usage chunk = sum(previous_num_tokens) over the choices.
     "vllm": ChoiceUsage(response="all", stream="summed"),
     # llama-server: a response's usage is one choice's (measured: n=3 answered with
-    # one choice's 14 tokens); a stream sends each choice's usage in its own chunk.
+    # one choice's 14 tokens); a stream sends each choice's usage after its last chunk
+    # (chat: a usage-only chunk; legacy completions: on the choice's finish chunk).
     "llama.cpp": ChoiceUsage(response="one", stream="per_choice"),
 }
 
@@ -343,9 +345,12 @@ class StreamState:
     the servers' usage-only chunks, held back so that one usage chunk (completions
     summed) ends the stream."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, per_choice: bool = False) -> None:
         self.reasoning: dict[int, list[str]] = {}
         self.usage_chunks: list[Any] = []
+        # usage may ride on a choice's last chunk (llama-server's legacy completions):
+        # held back too, so that one summed usage chunk ends the stream
+        self.per_choice = per_choice
 
     def feed(self, chunk: Any, offset: int = 0) -> bool:
         """Note ``chunk`` of the ``offset``-th stream; whether to pass it on now."""
@@ -357,9 +362,15 @@ class StreamState:
             piece = reasoning_of(_get(choice, "delta"))
             if piece:
                 self.reasoning.setdefault(index, []).append(piece)
-        if not choices and _get(chunk, "usage") is not None:
+        usage = _get(chunk, "usage")
+        if usage is None:
+            return True
+        if not choices:
             self.usage_chunks.append(chunk)
             return False
+        if self.per_choice:
+            self.usage_chunks.append(_usage_only(chunk))
+            _set(chunk, "usage", None)
         return True
 
     def reasoning_texts(self) -> list[str]:
@@ -375,6 +386,13 @@ class StreamState:
             completion = sum(_counts(_get(c, "usage"))[1] for c in self.usage_chunks)
             _replace_usage(first, _usage_block(prompt, completion, cached, None))
         return first
+
+
+def _usage_only(chunk: Any) -> Any:
+    """A copy of ``chunk`` with its usage and no choices."""
+    if isinstance(chunk, Mapping):
+        return {**chunk, "choices": []}
+    return chunk.model_copy(update={"choices": []})
 
 
 def host_port(root: str) -> tuple[str | None, int | None]:

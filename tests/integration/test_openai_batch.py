@@ -26,6 +26,7 @@ from tcc_plugin.integrations.openai_batch import BatchUnsupported, choices_batch
 from tcc_plugin.sampling import (
     BatchSizeError,
     aself_consistency,
+    best_of_n,
     launch_all,
     launch_waves,
     self_consistency,
@@ -129,6 +130,42 @@ def test_a_wave_is_one_request_and_charged_every_choice(
     assert value.usage is None  # charged once, on the request's span
     if dialect == "llama.cpp":
         assert value.choices[0].message.reasoning_content == "hm"
+
+
+def test_llama_server_legacy_completions_usage_on_each_finish_chunk_is_summed(
+    telemetry: Telemetry,
+) -> None:
+    # llama-server's /v1/completions stream (measured): each choice's usage rides on
+    # that choice's finish chunk, there is no usage-only chunk
+    server = VLLMServer(owner="llamacpp")
+
+    def legacy(index: int, text: str, reason: str | None, tokens: int | None) -> dict[str, Any]:
+        chunk: dict[str, Any] = {
+            "id": "cmpl-1",
+            "object": "text_completion",
+            "created": 1,
+            "model": MODEL,
+            "choices": [{"text": text, "index": index, "logprobs": None, "finish_reason": reason}],
+        }
+        if tokens is not None:
+            chunk["usage"] = usage(tokens, prompt=3)
+        return chunk
+
+    chunks = [
+        legacy(1, " blue", None, None),
+        legacy(0, " grey", None, None),
+        legacy(1, "", "length", 4),
+        legacy(0, " today", None, None),
+        legacy(0, "", "stop", 2),
+    ]
+    server.routes["/v1/completions"] = lambda body: streamed(chunks)
+    client = client_of(server, "llama.cpp", "http://127.0.0.1:8219")
+    source = choices_batch(client, model=MODEL, prompt="The sky is", max_tokens=4)
+    with tcc_plugin.budget(output_tokens=1_000) as b:
+        result = best_of_n(source, n=2, verifier=lambda c: 1.0, launch=launch_all())
+    assert [c.text for c in result.candidates] == [" grey today", " blue"]
+    assert len(server.bodies("/v1/completions")) == 1
+    assert b.spent.output_tokens == 6 and b.spent.total_tokens == 3 + 6  # 2 + 4, prompt once
 
 
 def test_waves_follow_the_launch_policy(telemetry: Telemetry) -> None:

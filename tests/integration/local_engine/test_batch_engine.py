@@ -12,7 +12,7 @@ import openai
 from tcc_plugin import budget
 from tcc_plugin.app.local_engine import LocalEngine
 from tcc_plugin.integrations.openai_batch import choices_batch
-from tcc_plugin.sampling import aself_consistency, launch_all, self_consistency
+from tcc_plugin.sampling import aself_consistency, best_of_n, launch_all, self_consistency
 
 from ...conftest import Telemetry
 from .conftest import SYSTEM, Tokens
@@ -120,3 +120,22 @@ def test_a_streamed_n_is_one_request_with_every_choice_counted(
     calls = telemetry.spans(f"chat {model}")
     assert len(calls) == 1
     assert dict(calls[0].attributes or {})["gen_ai.usage.output_tokens"] == 15
+
+
+def test_a_raw_prompt_batch_goes_through_legacy_completions(
+    qwen: openai.OpenAI, qwen_engine: LocalEngine, telemetry: Telemetry
+) -> None:
+    model = qwen_engine.alias
+    request: Any = {"model": model, "prompt": "The sky is", "max_tokens": 12, "temperature": 0}
+    single = qwen.completions.create(**request)  # greedy: each choice is this one
+    assert single.usage is not None
+    with budget(output_tokens=1_000) as b:
+        result = best_of_n(
+            choices_batch(qwen, **request), n=3, verifier=lambda c: 1.0, launch=launch_all()
+        )
+    values: Any = [c.value for c in result.candidates]
+    assert [v.choices[0].text for v in values] == [single.choices[0].text] * 3
+    assert b.spent.output_tokens == 3 * single.usage.completion_tokens
+    calls = telemetry.spans(f"text_completion {model}")
+    assert len(calls) == 2  # the single one, then the batch: one request
+    assert dict(calls[-1].attributes or {})["gen_ai.request.choice.count"] == 3
