@@ -292,7 +292,7 @@ class GroupPlan(Generic[T]):
             slot: Slot | None = None
             try:
                 if self._admission is not None:
-                    slot = self._admission.admit(index, size)
+                    slot, size = self._admit(self._admission, index, size)
                 else:
                     refusal = has_room(self.outer)
                     if refusal is not None:
@@ -335,6 +335,18 @@ class GroupPlan(Generic[T]):
         if batch.max_batch is not None:
             size = min(size, batch.max_batch)
         return max(size, 1)
+
+    @staticmethod
+    def _admit(admission: Admission, index: int, size: int) -> tuple[Slot, int]:
+        """Admit the largest batch of at most ``size`` samples the budgets can pay for
+        in full (raises the refusal when not even one fits)."""
+        while True:
+            try:
+                return admission.admit(index, size), size
+            except BudgetExceeded:
+                if size == 1:
+                    raise
+                size -= 1
 
     def _target(self) -> int:
         """How many samples the launch policy wants in flight, clamped to ``[1, n]``."""

@@ -134,3 +134,22 @@ async def test_async_batches_run_concurrently() -> None:
         batched(draw, max_batch=2), n=4, launch=launch_all(), stop=None
     )
     assert (result.completed, result.answer) == (4, "8")
+
+
+def test_a_batch_shrinks_to_what_the_budget_can_pay_for() -> None:
+    sizes: list[int] = []
+
+    @llm_call(model="o3", provider="openai", max_output_tokens=100)
+    def ask(k: int) -> dict[str, Any]:
+        sizes.append(k)
+        return chat_body("7", completion=100 * k)  # every choice uses its whole cap
+
+    per_sample = Demand(input_tokens=0, max_output_tokens=100)
+    with budget(output_tokens=250) as b:  # two worst cases fit, not the wave of four
+        result = best_of_n(
+            batched(lambda k: [ask(k)] * k), n=4, verifier=lambda c: 1.0,
+            per_sample=per_sample, launch=launch_all(),
+        )  # fmt: skip
+    assert sizes == [2]  # then 50 left: not one more sample fits
+    assert (result.completed, result.budget_limited) == (2, True)
+    assert b.spent.output_tokens == 200 and b.reserved.is_zero()
