@@ -15,8 +15,8 @@ for ``k`` outputs (``max_tokens`` times ``k``), and settles the exact total, cou
 server's dialect (:data:`~.server_dialect.CHOICE_USAGE`: vLLM's usage sums the choices;
 llama-server's stream sends one usage chunk per choice, which are summed). It streams
 so that a batch cancelled in flight (the group stopped on another wave, a timeout, a
-deadline) is charged what it streamed so far, one token per chunk received (async), or
-its reservation when abandoned by a worker thread (sync), never zero.
+deadline) is charged what it streamed so far, one token per chunk received (a sync
+group's worker stops reading at its next chunk), never zero.
 
 Refused (:class:`BatchUnsupported`, before anything is sent): a client that is not
 instrumented; a server that is neither vLLM nor llama-server (how its usage counts
@@ -211,7 +211,10 @@ class ChoicesBatch(_ChoicesBatchBase, BatchSample[ChatCompletion | Completion]):
             for chunk in stream:
                 choices.feed(chunk)
                 if sample is not None and sample.cancelled:
-                    break  # the group went on without us: free the server's slots
+                    # the group went on without us: free the server's slots; charged
+                    # what was streamed, as a cancelled call
+                    stream.cancel()
+                    break
         return choices.completions()
 
 

@@ -386,7 +386,7 @@ def test_the_ledger_stays_exact_under_batch_cancellation(
     asyncio.run(scenario())
 
 
-def test_a_sync_batch_abandoned_by_the_group_stops_reading_and_is_charged(
+def test_a_sync_batch_abandoned_by_the_group_stops_reading_and_is_charged_what_it_read(
     telemetry: Telemetry,
 ) -> None:
     # two batches of two: the first answers at once; the second streams one chunk, then
@@ -428,6 +428,16 @@ def test_a_sync_batch_abandoned_by_the_group_stops_reading_and_is_charged(
     assert (result.completed, result.cancelled) == (2, 2)
     assert b.reserved.is_zero()
     assert len(chunks_sent) < 10  # it stopped reading long before the stream's end
-    # answered: 2 x 2 tokens; abandoned stream: its reservation (2 x 50), never zero
-    assert b.spent.output_tokens == 4 + 100
+    # answered: 2 x 2 tokens; the given-up stream: one token per chunk it had read (the
+    # first, and maybe the one after it), as a cancelled call; never zero, nor its
+    # reservation (2 x 50)
+    estimated = [
+        dict(s.attributes or {})
+        for s in telemetry.spans(f"chat {MODEL}")
+        if (s.attributes or {}).get("tcc.usage.estimated")
+    ]
+    assert len(estimated) == 1 and estimated[0]["error.type"] == "CancelledError"
+    streamed_tokens = estimated[0]["gen_ai.usage.output_tokens"]
+    assert streamed_tokens in (1, 2)
+    assert b.spent.output_tokens == 4 + streamed_tokens
     assert b.spent.calls == 2
