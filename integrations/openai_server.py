@@ -6,11 +6,11 @@ server's dialect (:mod:`.server_dialect`): provider ``vllm`` / ``llama.cpp``; ex
 reasoning tokens (the server's count, else ``/tokenize`` of ``message.reasoning`` /
 ``reasoning_content`` and of the streamed deltas) written into the response's
 ``usage.completion_tokens_details``; vLLM's ``thinking_token_budget`` (``extra_body``)
-clamped by budgets and set from a neutral thinking budget; llama-server's ``n``
-normalised; the GPU-hour price shared among the calls in flight on the server; raw
-``completions`` as the thinking phases of budget forcing (all their output is
-reasoning). The dialect is declared (``server="vllm"``) or detected once per server at
-the first call.
+clamped by budgets and set from a neutral thinking budget; ``n`` choices counted
+exactly (:data:`~.server_dialect.CHOICE_USAGE`); the GPU-hour price shared among the
+calls in flight on the server; raw ``completions`` as the thinking phases of budget
+forcing (all their output is reasoning). The dialect is declared (``server="vllm"``)
+or detected once per server at the first call.
 
 The adapters here only translate and plan; :mod:`._common` drives the plans with the
 client's own ``post`` (sync or async).
@@ -33,6 +33,7 @@ from tcc_plugin.pricing import GpuHourPrice, Price, PriceBook, default_price_boo
 
 from ._common import Parallel, PostAdapter, PostRequest
 from .server_dialect import (
+    CHOICE_USAGE,
     DIALECT_ATTRIBUTE,
     Dialect,
     Fetch,
@@ -42,6 +43,7 @@ from .server_dialect import (
     detect,
     finish_usage,
     merge_choices,
+    one_request_for_choices,
     reasoning_of,
     server_root,
     single_choice_seeds,
@@ -223,7 +225,7 @@ class _ServerMixin(PostAdapter):
             response = yield request
             return response
         n = max(_int(request.get("n")) or 1, 1)
-        if dialect == "llama.cpp" and n > 1:
+        if n > 1 and not one_request_for_choices(dialect, request.stream):
             one = _without(request, "n")
             seeds = single_choice_seeds(n, _int(request.get("seed")))
             parts = [one if s is None else one.with_fields(seed=s) for s in seeds]
@@ -242,7 +244,10 @@ class _ServerMixin(PostAdapter):
         if not request.stream:
             meter.end()  # a stream's request ends when the stream is closed
         if request.stream:
-            return _Opened(results, self._finisher(request))
+            # llama-server streams n choices' usage one choice at a time (a legacy
+            # completion's on each choice's last chunk): every part is summed.
+            per_choice = n > 1 and len(parts) == 1 and CHOICE_USAGE[dialect].stream == "per_choice"
+            return _Opened(results, self._finisher(request), StreamState(per_choice=per_choice))
         # A raw response (with_raw_response, as LangChain's ChatOpenAI calls) is
         # normalised in the object its parse() caches and returns.
         parsed = [_parsed(r) for r in results] if request.raw else results
@@ -305,10 +310,11 @@ class _Opened:
         self,
         streams: list[Any],
         finish: Callable[[Any, list[str]], Generator[Fetch, Reply, None]],
+        state: StreamState | None = None,
     ) -> None:
         self.streams = streams
         self.finish = finish
-        self.state = StreamState()
+        self.state = state if state is not None else StreamState()
 
     def chunks(self) -> Iterator[tuple[int, Any]]:
         """The streams to read in order, with their choice-index offsets."""

@@ -17,9 +17,13 @@ What the dialects differ in, and what is normalised here:
   present, else ``/tokenize`` of the reasoning text (vLLM ``{"prompt"}`` ->
   ``{"tokens", "count"}``; llama-server ``{"content"}`` -> ``{"tokens"}``); a raw
   continuation that is a thinking phase (budget forcing) is all reasoning;
-- ``n``: llama-server reports the completion tokens of one choice only, so ``n > 1``
-  is sent as ``n`` single-choice requests (seeds offset) whose usages are summed, the
-  prompt counted once.
+- ``n`` (:data:`CHOICE_USAGE`): vLLM's usage sums the completion tokens of all
+  choices, in a response and in a stream's usage chunk. llama-server's *response*
+  reports the completion tokens of one choice only, but its *stream* sends each
+  choice's usage (chat: a usage chunk per choice; legacy completions: on each choice's
+  finish chunk); so a non-streamed ``n > 1`` is sent there as ``n`` single-choice
+  requests (seeds offset) whose usages are summed, the prompt counted once, and a
+  streamed one goes out as one request whose per-choice usage chunks are summed.
 """
 
 from __future__ import annotations
@@ -31,8 +35,10 @@ from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
 __all__ = [
+    "CHOICE_USAGE",
     "DIALECTS",
     "DIALECT_ATTRIBUTE",
+    "ChoiceUsage",
     "Dialect",
     "DialectError",
     "Fetch",
@@ -44,6 +50,7 @@ __all__ = [
     "finish_usage",
     "known_dialect",
     "merge_choices",
+    "one_request_for_choices",
     "reasoning_of",
     "server_root",
     "single_choice_seeds",
@@ -53,6 +60,37 @@ Dialect = Literal["vllm", "llama.cpp"]
 DIALECTS: Final[tuple[Dialect, ...]] = ("vllm", "llama.cpp")
 DIALECT_ATTRIBUTE: Final = "tcc.server.dialect"
 _OWNERS: Final[Mapping[str, Dialect]] = {"vllm": "vllm", "llamacpp": "llama.cpp"}
+
+
+@dataclass(frozen=True, slots=True)
+class ChoiceUsage:
+    """How a server's usage counts the completion tokens of an ``n``-choice request.
+
+    ``response``: a response's ``usage.completion_tokens`` covers ``"all"`` choices, or
+    only ``"one"``. ``stream``: a stream (``include_usage``) ends with one usage chunk
+    ``"summed"`` over the choices, or sends one ``"per_choice"`` (each after that
+    choice's last chunk; :class:`StreamState` sums them, the prompt counted once)."""
+
+    response: Literal["all", "one"]
+    stream: Literal["summed", "per_choice"]
+
+
+CHOICE_USAGE: Final[Mapping[Dialect, ChoiceUsage]] = {
+    # vLLM (entrypoints/openai chat and completion serving): a response's
+    # completion_tokens = sum(len(output.token_ids) for output in outputs); a stream's
+    # final usage chunk = sum(previous_num_tokens) over the choices.
+    "vllm": ChoiceUsage(response="all", stream="summed"),
+    # llama-server: a response's usage is one choice's (measured: n=3 answered with
+    # one choice's 14 tokens); a stream sends each choice's usage after its last chunk
+    # (chat: a usage-only chunk; legacy completions: on the choice's finish chunk).
+    "llama.cpp": ChoiceUsage(response="one", stream="per_choice"),
+}
+
+
+def one_request_for_choices(dialect: Dialect, stream: bool) -> bool:
+    """Whether an ``n``-choice request can go to a ``dialect`` server as one request
+    and still be charged exactly (else it is sent as ``n`` single-choice requests)."""
+    return stream or CHOICE_USAGE[dialect].response == "all"
 
 
 class DialectError(ValueError):
@@ -307,9 +345,12 @@ class StreamState:
     the servers' usage-only chunks, held back so that one usage chunk (completions
     summed) ends the stream."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, per_choice: bool = False) -> None:
         self.reasoning: dict[int, list[str]] = {}
         self.usage_chunks: list[Any] = []
+        # usage may ride on a choice's last chunk (llama-server's legacy completions):
+        # held back too, so that one summed usage chunk ends the stream
+        self.per_choice = per_choice
 
     def feed(self, chunk: Any, offset: int = 0) -> bool:
         """Note ``chunk`` of the ``offset``-th stream; whether to pass it on now."""
@@ -321,9 +362,15 @@ class StreamState:
             piece = reasoning_of(_get(choice, "delta"))
             if piece:
                 self.reasoning.setdefault(index, []).append(piece)
-        if not choices and _get(chunk, "usage") is not None:
+        usage = _get(chunk, "usage")
+        if usage is None:
+            return True
+        if not choices:
             self.usage_chunks.append(chunk)
             return False
+        if self.per_choice:
+            self.usage_chunks.append(_usage_only(chunk))
+            _set(chunk, "usage", None)
         return True
 
     def reasoning_texts(self) -> list[str]:
@@ -339,6 +386,13 @@ class StreamState:
             completion = sum(_counts(_get(c, "usage"))[1] for c in self.usage_chunks)
             _replace_usage(first, _usage_block(prompt, completion, cached, None))
         return first
+
+
+def _usage_only(chunk: Any) -> Any:
+    """A copy of ``chunk`` with its usage and no choices."""
+    if isinstance(chunk, Mapping):
+        return {**chunk, "choices": []}
+    return chunk.model_copy(update={"choices": []})
 
 
 def host_port(root: str) -> tuple[str | None, int | None]:

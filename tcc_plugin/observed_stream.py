@@ -4,6 +4,7 @@ closed or is dropped half-read (sync and async twins over one shared ending)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -33,6 +34,12 @@ class _StreamEnd:
     def raised(self, exc: BaseException) -> None:
         # Chunks already reached the caller: a broken stream is not retried.
         self.call.fail(exc, self.call.stream_result())
+
+    def cancelled(self) -> None:
+        # Given up by its reader (the result is no longer wanted): charged like a call
+        # cancelled in flight, one output token per chunk received (never zero).
+        if not self.call.done:
+            self.call.fail(asyncio.CancelledError(), self.call.stream_result())
 
     def abandoned(self) -> None:
         # Closed or dropped half-read: what was read is charged; when the provider sent
@@ -92,6 +99,17 @@ class ObservedStream(Generic[ChunkT]):
                 closer()
         finally:
             self._end.abandoned()
+
+    def cancel(self) -> None:
+        """Stop reading because the result is no longer wanted (e.g. a sampling group
+        went on without it): close the stream; the call ends as cancelled, charged its
+        estimate like a cancelled async call (see :mod:`tcc_plugin.cancellation`)."""
+        try:
+            closer = getattr(self._stream, "close", None)
+            if callable(closer):
+                closer()
+        finally:
+            self._end.cancelled()
 
     def __enter__(self) -> ObservedStream[ChunkT]:
         return self

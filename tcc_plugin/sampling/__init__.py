@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from tcc_plugin.sampling.admission import worst_case
 from tcc_plugin.sampling.api import abest_of_n, aself_consistency, best_of_n, self_consistency
+from tcc_plugin.sampling.batch import BatchSample, BatchSizeError, batched
 from tcc_plugin.sampling.code_verifier import SandboxUnavailable, code_verifier, extract_code
 from tcc_plugin.sampling.extract import (
     Extractor,
@@ -66,6 +67,8 @@ from tcc_plugin.sampling.verifiers import (
 from tcc_plugin.sampling.voting import Tally, VoteRule, majority, weighted
 
 __all__ = [
+    "BatchSample",
+    "BatchSizeError",
     "Candidate",
     "Extractor",
     "LaunchPolicy",
@@ -83,6 +86,7 @@ __all__ = [
     "all_of",
     "any_of",
     "aself_consistency",
+    "batched",
     "best_of_n",
     "boxed",
     "choice",

@@ -20,10 +20,11 @@ from tcc_plugin.sampling.result import Candidate, SamplingResult
 
 __all__ = ["run"]
 
-Tasks = dict["asyncio.Task[Candidate[Any]]", Launch]
+Candidates = list[Candidate[Any]]
+Tasks = dict["asyncio.Task[Candidates]", Launch]
 
 
-async def _drive(engine: GroupPlan[Any], launch: Launch) -> Candidate[Any]:
+async def _drive(engine: GroupPlan[Any], launch: Launch) -> Candidates:
     """Carry out one sample's job in this task."""
     job = engine.job(launch)
     step = next(job)
@@ -46,20 +47,19 @@ async def _drive(engine: GroupPlan[Any], launch: Launch) -> Candidate[Any]:
 
 
 def _collect(
-    engine: GroupPlan[Any], span: Span | None, launch: Launch, task: asyncio.Task[Candidate[Any]]
+    engine: GroupPlan[Any], span: Span | None, launch: Launch, task: asyncio.Task[Candidates]
 ) -> None:
     if task.cancelled():
-        engine.cancelled(launch.index)
-        candidate: Candidate[Any] = Candidate(launch.index, "cancelled")
+        candidates = engine.cancelled(launch.index)
     elif task.exception() is not None:  # the job itself broke (never a sample's error)
         error = task.exception()
         assert error is not None
-        engine.crashed(launch.index, error)
-        candidate = Candidate(launch.index, "failed", error=error)
+        candidates = engine.crashed(launch.index, error)
     else:
-        candidate = task.result()
-        engine.finished(launch.index, candidate)
-    telemetry.record_sample(span, candidate)
+        candidates = task.result()
+        engine.finished(launch.index, candidates)
+    for candidate in candidates:
+        telemetry.record_sample(span, candidate)
 
 
 async def _cancel_all(engine: GroupPlan[Any], span: Span | None, tasks: Tasks) -> None:
@@ -76,8 +76,8 @@ async def _cancel_all(engine: GroupPlan[Any], span: Span | None, tasks: Tasks) -
         await asyncio.gather(*pending, return_exceptions=True)
     for launch in pending.values():
         launch.release_unstarted()  # a task cancelled before its first step never ran
-        engine.cancelled(launch.index)
-        telemetry.record_sample(span, Candidate(launch.index, "cancelled"))
+        for candidate in engine.cancelled(launch.index):
+            telemetry.record_sample(span, candidate)
 
 
 async def run(spec: GroupSpec) -> SamplingResult[Any]:
@@ -85,7 +85,7 @@ async def run(spec: GroupSpec) -> SamplingResult[Any]:
     engine: GroupPlan[Any] = GroupPlan(spec, active_budgets())
     span = telemetry.start_group_span(spec.name, spec.method, spec.n, spec.concurrency)
     tasks: Tasks = {}
-    finished: asyncio.Queue[asyncio.Task[Candidate[Any]]] = asyncio.Queue()
+    finished: asyncio.Queue[asyncio.Task[Candidates]] = asyncio.Queue()
     try:
         with using(engine.chain), telemetry.activated(span):
             while True:

@@ -25,7 +25,10 @@ from tcc_plugin.sampling.result import Candidate, SamplingResult
 __all__ = ["run"]
 
 
-def _drive(engine: GroupPlan[Any], launch: Launch) -> Candidate[Any]:
+Candidates = list[Candidate[Any]]
+
+
+def _drive(engine: GroupPlan[Any], launch: Launch) -> Candidates:
     """Carry out one sample's job in this (worker) thread."""
     job = engine.job(launch)
     step = next(job)
@@ -48,25 +51,25 @@ def _drive(engine: GroupPlan[Any], launch: Launch) -> Candidate[Any]:
 
 
 def _collect(
-    engine: GroupPlan[Any], span: Span | None, launch: Launch, future: Future[Candidate[Any]]
+    engine: GroupPlan[Any], span: Span | None, launch: Launch, future: Future[Candidates]
 ) -> None:
     try:
-        candidate = future.result()
+        candidates = future.result()
     except BaseException as exc:  # the job itself broke (never a sample's error)
-        engine.crashed(launch.index, exc)
-        candidate = Candidate(launch.index, "failed", error=exc)
+        candidates = engine.crashed(launch.index, exc)
     else:
-        engine.finished(launch.index, candidate)
-    telemetry.record_sample(span, candidate)
+        engine.finished(launch.index, candidates)
+    for candidate in candidates:
+        telemetry.record_sample(span, candidate)
 
 
 def _abandon(
-    engine: GroupPlan[Any], span: Span | None, launch: Launch, future: Future[Candidate[Any]]
+    engine: GroupPlan[Any], span: Span | None, launch: Launch, future: Future[Candidates]
 ) -> None:
     if future.cancel():  # it never started: its slot is ours to give back
         launch.release_unstarted()
-    engine.cancelled(launch.index)
-    telemetry.record_sample(span, Candidate(launch.index, "cancelled"))
+    for candidate in engine.cancelled(launch.index):
+        telemetry.record_sample(span, candidate)
 
 
 def run(spec: GroupSpec) -> SamplingResult[Any]:
@@ -74,8 +77,8 @@ def run(spec: GroupSpec) -> SamplingResult[Any]:
     engine: GroupPlan[Any] = GroupPlan(spec, active_budgets())
     span = telemetry.start_group_span(spec.name, spec.method, spec.n, spec.concurrency)
     pool = ThreadPoolExecutor(max_workers=spec.concurrency, thread_name_prefix="tcc-sample")
-    futures: dict[Future[Candidate[Any]], Launch] = {}
-    finished: queue.SimpleQueue[Future[Candidate[Any]]] = queue.SimpleQueue()
+    futures: dict[Future[Candidates], Launch] = {}
+    finished: queue.SimpleQueue[Future[Candidates]] = queue.SimpleQueue()
     try:
         with using(engine.chain), telemetry.activated(span):
             while True:

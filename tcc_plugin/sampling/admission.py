@@ -21,6 +21,8 @@ so caps hold exactly, but a sample launched at the margin may be refused
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from tcc_plugin.budget import Budget, Charge, Demand, Reservation, reserve
 from tcc_plugin.errors import BudgetExceeded, PriceUnknown
 from tcc_plugin.pricing import PriceBook, default_price_book
@@ -129,14 +131,16 @@ class Admission:
             worst_usd=lambda output, reasoning: usd,
         )
 
-    def admit(self, index: int) -> Slot:
-        """Reserve one sample's worst case in every budget at once; raises
-        :class:`BudgetExceeded` if it does not fit (nothing is reserved then)."""
-        return Slot(reserve(self._demand, self.chain), self._slice(index))
+    def admit(self, index: int, size: int = 1) -> Slot:
+        """Reserve the worst case of ``size`` samples (a batch drawn at once) in every
+        budget at once; raises :class:`BudgetExceeded` if it does not fit (nothing is
+        reserved then)."""
+        demand = self._demand if size == 1 else _times(self._demand, self.charge, size)
+        return Slot(reserve(demand, self.chain), self._slice(index, size))
 
-    def _slice(self, index: int) -> Budget:
+    def _slice(self, index: int, size: int = 1) -> Budget:
         limits = {limit for b in self.chain for limit in b.limits}
-        c = self.charge
+        c = _scaled(self.charge, size)
         lefts = [t for t in (b.time_left() for b in self.chain) if t is not None]
         inner = self.chain[-1]
         return Budget(
@@ -148,8 +152,37 @@ class Admission:
             deadline=max(0.0, min(lefts)) if lefts else None,
             policy=inner.policy,
             min_output_tokens=max(b.min_output_tokens for b in self.chain),
-            name=f"{inner.name or 'budget'}[sample {index}]",
+            name=f"{inner.name or 'budget'}[sample {index}]"
+            if size == 1
+            else f"{inner.name or 'budget'}[samples {index}-{index + size - 1}]",
         )
+
+
+def _scaled(charge: Charge, size: int) -> Charge:
+    """``size`` times ``charge``."""
+    if size == 1:
+        return charge
+    return Charge(
+        charge.total_tokens * size,
+        charge.output_tokens * size,
+        charge.reasoning_tokens * size,
+        charge.usd * size,
+        charge.calls * size,
+    )
+
+
+def _times(demand: Demand, charge: Charge, size: int) -> Demand:
+    """A demand whose reservation is exactly ``size`` times ``charge``."""
+    c = _scaled(charge, size)
+    usd = c.usd
+    return replace(
+        demand,
+        input_tokens=c.total_tokens - c.output_tokens,
+        max_output_tokens=c.output_tokens,
+        max_reasoning_tokens=c.reasoning_tokens,
+        calls=c.calls,
+        worst_usd=lambda output, reasoning: usd,
+    )
 
 
 def has_room(chain: tuple[Budget, ...]) -> BudgetExceeded | None:

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from tcc_plugin.budget import Charge, Demand
 from tcc_plugin.sampling import _async, _sync
+from tcc_plugin.sampling.batch import BatchSample
 from tcc_plugin.sampling.extract import ExtractorLike, as_extractor, math_answer
 from tcc_plugin.sampling.group_plan import GroupSpec, is_async_callable
 from tcc_plugin.sampling.launch import (
@@ -69,7 +70,7 @@ wall time stays within 2x of the all-at-once launch it replaces)."""
 
 def _spec(
     method: str,
-    sample: Callable[[], Any] | Sequence[Callable[[], Any]],
+    sample: Callable[[], Any] | Sequence[Callable[[], Any]] | BatchSample[Any],
     n: int | None,
     *,
     is_async: bool,
@@ -83,20 +84,29 @@ def _spec(
     name: str | None,
     launch: LaunchPolicyLike | None,
 ) -> GroupSpec:
-    samples = (sample,) if callable(sample) else tuple(sample)
-    if not samples:
-        raise ValueError(f"{method}: no sample callables given")
-    for fn in samples:
-        if not callable(fn):
-            raise TypeError(f"{method}: a sample must be callable, not {type(fn).__name__}")
-        if not is_async and is_async_callable(fn):
-            raise TypeError(
-                f"{method}: sample {getattr(fn, '__qualname__', fn)!r} is async; use a{method}"
-            )
-    if n is None:
-        if callable(sample):
-            raise TypeError(f"{method}: give n, the number of samples to draw")
-        n = len(samples)
+    batch: BatchSample[Any] | None = None
+    samples: tuple[Callable[[], Any], ...] = ()
+    if isinstance(sample, BatchSample):
+        batch = sample
+        if n is None:
+            raise TypeError(f"{method}: give n, the number of samples to draw from {batch!r}")
+        if not is_async and batch.is_async:
+            raise TypeError(f"{method}: batch source {batch!r} draws asynchronously; use a{method}")
+    else:
+        samples = (sample,) if callable(sample) else tuple(sample)
+        if not samples:
+            raise ValueError(f"{method}: no sample callables given")
+        for fn in samples:
+            if not callable(fn):
+                raise TypeError(f"{method}: a sample must be callable, not {type(fn).__name__}")
+            if not is_async and is_async_callable(fn):
+                raise TypeError(
+                    f"{method}: sample {getattr(fn, '__qualname__', fn)!r} is async; use a{method}"
+                )
+        if n is None:
+            if callable(sample):
+                raise TypeError(f"{method}: give n, the number of samples to draw")
+            n = len(samples)
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"{method}: n must be a positive int, got {n!r}")
     if concurrency is None:
@@ -122,6 +132,7 @@ def _spec(
         timeout=timeout,
         name=name or method,
         launch=DEFAULT_LAUNCH if launch is None else _launch(method, launch),
+        batch=batch,
     )
 
 
@@ -133,7 +144,7 @@ def _launch(method: str, launch: LaunchPolicyLike) -> LaunchPolicy:
 
 
 def best_of_n(
-    sample: Callable[[], T] | Sequence[Callable[[], T]],
+    sample: Callable[[], T] | Sequence[Callable[[], T]] | BatchSample[T],
     n: int | None = None,
     *,
     verifier: VerifierLike,
@@ -148,7 +159,10 @@ def best_of_n(
     """Draw up to ``n`` candidates and return the one ``verifier`` scores highest.
 
     ``sample`` is a callable returning a candidate (usually an instrumented LLM call),
-    or a sequence of them used round-robin (``n`` then defaults to its length).
+    or a sequence of them used round-robin (``n`` then defaults to its length), or a
+    :class:`~tcc_plugin.sampling.BatchSample` (e.g. ``batched(draw_k)``): each wave the
+    launch policy starts is then drawn by one call of ``draw(k)`` (e.g. one request
+    with ``n=k`` on vLLM or llama-server).
     ``verifier`` is a :class:`~tcc_plugin.sampling.Verifier` or a plain function
     ``candidate -> float | bool | Verdict``. ``stop`` ends the group early (e.g.
     ``stop_on_score(1.0)``); running samples are then abandoned (see the docs on
@@ -175,7 +189,7 @@ def best_of_n(
 
 
 def self_consistency(
-    sample: Callable[[], T] | Sequence[Callable[[], T]],
+    sample: Callable[[], T] | Sequence[Callable[[], T]] | BatchSample[T],
     n: int | None = None,
     *,
     extract: ExtractorLike | None = None,
@@ -210,7 +224,7 @@ def self_consistency(
 
 
 async def abest_of_n(
-    sample: Callable[[], Awaitable[T]] | Sequence[Callable[[], Awaitable[T]]],
+    sample: Callable[[], Awaitable[T]] | Sequence[Callable[[], Awaitable[T]]] | BatchSample[T],
     n: int | None = None,
     *,
     verifier: VerifierLike,
@@ -234,7 +248,7 @@ async def abest_of_n(
 
 
 async def aself_consistency(
-    sample: Callable[[], Awaitable[T]] | Sequence[Callable[[], Awaitable[T]]],
+    sample: Callable[[], Awaitable[T]] | Sequence[Callable[[], Awaitable[T]]] | BatchSample[T],
     n: int | None = None,
     *,
     extract: ExtractorLike | None = None,

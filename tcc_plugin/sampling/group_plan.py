@@ -25,6 +25,7 @@ from typing import Any, Generic, TypeVar
 from tcc_plugin.budget import Budget, Charge, Demand, using
 from tcc_plugin.errors import BudgetExceeded, ScoringFailed
 from tcc_plugin.sampling.admission import Admission, Slot, has_room, needs_admission
+from tcc_plugin.sampling.batch import BatchSample, values_of_batch
 from tcc_plugin.sampling.extract import Extractor, text_of
 from tcc_plugin.sampling.launch import LaunchPolicy, LaunchPolicyError
 from tcc_plugin.sampling.result import Candidate, SamplingResult, StopReason, Verdict
@@ -66,6 +67,7 @@ class GroupSpec:
     timeout: float | None
     name: str
     launch: LaunchPolicy
+    batch: BatchSample[Any] | None = None  # draws a wave as one call (then samples is empty)
 
 
 class SampleContext:
@@ -102,10 +104,11 @@ def current_sample() -> SampleContext | None:
 
 
 class Launch:
-    """One launched sample: its callable, its budget slot, its context, and its own
-    ledger (a scope without limits that records what this sample's calls spent)."""
+    """One launched call: its callable, its budget slot, its context, and its own
+    ledger (a scope without limits that records what its calls spent). It stands for
+    ``size`` samples, ``index`` .. ``index + size - 1``: one, or a batch drawn at once."""
 
-    __slots__ = ("chain", "context", "fn", "index", "ledger", "slot")
+    __slots__ = ("chain", "context", "fn", "index", "ledger", "size", "slot")
 
     def __init__(
         self,
@@ -114,8 +117,10 @@ class Launch:
         slot: Slot | None,
         chain: tuple[Budget, ...],
         ledger: Budget | None = None,
+        size: int = 1,
     ) -> None:
         self.index = index
+        self.size = size
         self.fn = fn
         self.slot = slot
         self.ledger = ledger if ledger is not None else Budget(name=f"sample {index}")
@@ -167,6 +172,11 @@ class Launch:
             _warn_sync_sample(self.fn)
             return value
 
+    @property
+    def indices(self) -> range:
+        """The samples this launch stands for."""
+        return range(self.index, self.index + self.size)
+
     def cancel(self) -> None:
         self.context.cancel()
 
@@ -214,7 +224,7 @@ class CallVerifier:
 
 
 Step = CallSample | CallVerifier
-Job = Generator[Step, Any, Candidate[Any]]
+Job = Generator[Step, Any, list[Candidate[Any]]]
 
 
 def is_async_callable(fn: Callable[..., Any]) -> bool:
@@ -273,15 +283,16 @@ class GroupPlan(Generic[T]):
         """The samples to start now (none once the group is closed)."""
         out: list[Launch] = []
         spec = self.spec
-        if self._closed or self._next >= spec.n or len(self._running) >= spec.concurrency:
+        if self._closed or self._next >= spec.n or self.in_flight >= spec.concurrency:
             return out
         target = min(self._target(), spec.concurrency)
-        while not self._closed and self._next < spec.n and len(self._running) < target:
+        while not self._closed and self._next < spec.n and self.in_flight < target:
             index = self._next
+            size = self._batch_size(target)
             slot: Slot | None = None
             try:
                 if self._admission is not None:
-                    slot = self._admission.admit(index)
+                    slot, size = self._admit(self._admission, index, size)
                 else:
                     refusal = has_room(self.outer)
                     if refusal is not None:
@@ -294,16 +305,48 @@ class GroupPlan(Generic[T]):
                 if not self._running:
                     self._budget_stop(exc)
                 break
-            self._next += 1
+            self._next += size
             chain = (self.ledger, slot.budget) if slot is not None else self.chain
             ledger = Budget(name=f"{self.ledger.name}[sample {index}]")
-            launch = Launch(index, spec.samples[index % len(spec.samples)], slot, chain, ledger)
+            if spec.batch is not None:
+                launch = Launch(index, _draw(spec.batch, size), slot, chain, ledger, size)
+            else:
+                fn = spec.samples[index % len(spec.samples)]
+                launch = Launch(index, fn, slot, chain, ledger)
             self._running[index] = launch
             self._launches[index] = launch
             out.append(launch)
         if self._next >= spec.n:
             self._closed = True
         return out
+
+    @property
+    def in_flight(self) -> int:
+        """Samples running (a batch counts all of its samples)."""
+        return sum(launch.size for launch in self._running.values())
+
+    def _batch_size(self, target: int) -> int:
+        """How many samples the next launch draws: 1, or for a batch source the rest
+        of the wave (within ``n`` and the source's ``max_batch``)."""
+        batch = self.spec.batch
+        if batch is None:
+            return 1
+        size = min(target - self.in_flight, self.spec.n - self._next)
+        if batch.max_batch is not None:
+            size = min(size, batch.max_batch)
+        return max(size, 1)
+
+    @staticmethod
+    def _admit(admission: Admission, index: int, size: int) -> tuple[Slot, int]:
+        """Admit the largest batch of at most ``size`` samples the budgets can pay for
+        in full (raises the refusal when not even one fits)."""
+        while True:
+            try:
+                return admission.admit(index, size), size
+            except BudgetExceeded:
+                if size == 1:
+                    raise
+                size -= 1
 
     def _target(self) -> int:
         """How many samples the launch policy wants in flight, clamped to ``[1, n]``."""
@@ -353,12 +396,16 @@ class GroupPlan(Generic[T]):
 
     # -- one sample ---------------------------------------------------------------------
     def job(self, launch: Launch) -> Job:
-        """The work of one sample, as steps for a driver; returns its candidate."""
+        """The work of one launch, as steps for a driver; returns its candidates (one,
+        or one per sample of a batch, in index order)."""
         spec = self.spec
-        index = launch.index
+        indices = launch.indices
         started = time.perf_counter()
         try:
             value = yield CallSample(launch)
+            values = (
+                [value] if spec.batch is None else values_of_batch(value, launch.size, spec.batch)
+            )
         except BudgetExceeded as exc:
             if launch.slot is not None and exc.budget_name == launch.slot.budget.name:
                 _note(
@@ -367,10 +414,22 @@ class GroupPlan(Generic[T]):
                     "worst case: raise per_sample (the input bound of instrumented calls is "
                     "the request's size in bytes)",
                 )
-            return Candidate(index, "refused", error=exc, latency=time.perf_counter() - started)
+            latency = time.perf_counter() - started
+            return [Candidate(i, "refused", error=exc, latency=latency) for i in indices]
         except Exception as exc:
-            return Candidate(index, "failed", error=exc, latency=time.perf_counter() - started)
+            latency = time.perf_counter() - started
+            return [Candidate(i, "failed", error=exc, latency=latency) for i in indices]
         latency = time.perf_counter() - started
+        candidates: list[Candidate[Any]] = []
+        for index, one in zip(indices, values, strict=True):
+            candidates.append((yield from self._candidate(index, one, latency)))
+        return candidates
+
+    def _candidate(
+        self, index: int, value: Any, latency: float
+    ) -> Generator[Step, Any, Candidate[Any]]:
+        """What sample ``index`` returned, as a scored candidate."""
+        spec = self.spec
         try:
             text = text_of(value)
             answer = spec.extract(value) if spec.extract is not None else None
@@ -396,9 +455,15 @@ class GroupPlan(Generic[T]):
         return candidate
 
     # -- what the drivers report --------------------------------------------------------
-    def finished(self, index: int, candidate: Candidate[T]) -> None:
-        """Sample ``index`` finished with ``candidate`` (decide with :meth:`decide`)."""
+    def finished(self, index: int, candidates: list[Candidate[T]]) -> None:
+        """The launch of sample ``index`` finished with ``candidates`` (one per sample
+        it stood for; decide with :meth:`decide`)."""
         self._running.pop(index, None)
+        for candidate in candidates:
+            self._add(candidate)
+
+    def _add(self, candidate: Candidate[T]) -> None:
+        index = candidate.index
         self._candidates[index] = candidate
         if candidate.status == "refused":
             assert isinstance(candidate.error, BudgetExceeded)
@@ -411,16 +476,26 @@ class GroupPlan(Generic[T]):
         if score is not None and (self._best is None or (score, -index) > self._best):
             self._best = (score, -index)
 
-    def crashed(self, index: int, error: BaseException) -> None:
-        """The driver could not run sample ``index`` at all."""
-        self.finished(index, Candidate(index, "failed", error=error))
+    def crashed(self, index: int, error: BaseException) -> list[Candidate[T]]:
+        """The driver could not run the launch of sample ``index`` at all."""
+        launch = self._running.get(index)
+        indices = launch.indices if launch is not None else range(index, index + 1)
+        out: list[Candidate[T]] = [Candidate(i, "failed", error=error) for i in indices]
+        self.finished(index, out)
+        return out
 
-    def cancelled(self, index: int) -> None:
-        """Sample ``index`` was cancelled (or abandoned) by the driver."""
+    def cancelled(self, index: int) -> list[Candidate[T]]:
+        """The launch of sample ``index`` (every sample of a batch) was cancelled (or
+        abandoned) by the driver; returns the cancelled candidates."""
         launch = self._running.pop(index, None)
+        indices = range(index, index + 1)
         if launch is not None:
             launch.cancel()
-        self._candidates[index] = Candidate(index, "cancelled")
+            indices = launch.indices
+        out: list[Candidate[T]] = [Candidate(i, "cancelled") for i in indices]
+        for candidate in out:
+            self._candidates[candidate.index] = candidate
+        return out
 
     def decide(self) -> None:
         """Ask the stop rule, after a batch of finished samples."""
@@ -470,7 +545,7 @@ class GroupPlan(Generic[T]):
             launched=self._next,
             completed=counts.count("ok"),
             failed=counts.count("failed") + counts.count("refused"),
-            in_flight=len(self._running),
+            in_flight=self.in_flight,
             pending=0 if self._closed else spec.n - self._next,
             ranking=self._tally.snapshot(),
             abstained=self._tally.abstained,
@@ -573,3 +648,13 @@ class GroupPlan(Generic[T]):
             cancelled_spent=cancelled_spent,
             launch=repr(spec.launch),
         )
+
+
+def _draw(batch: BatchSample[Any], size: int) -> Callable[[], Any]:
+    """The call that draws ``size`` samples of ``batch`` at once."""
+
+    def draw() -> Any:
+        return batch.draw(size)
+
+    draw.__qualname__ = f"{type(batch).__qualname__}.draw"
+    return draw

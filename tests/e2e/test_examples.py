@@ -70,6 +70,34 @@ def test_self_hosted_example(tmp_path: Path) -> None:
     assert all(s["attributes"]["tcc.cost.usd"] > 0 for s in calls)
 
 
+def test_batch_sampling_example(tmp_path: Path) -> None:
+    import os
+
+    import pytest
+
+    if os.environ.get("TCC_SKIP_ENGINE"):
+        pytest.skip("TCC_SKIP_ENGINE is set")
+    traces = tmp_path / "traces.jsonl"
+    out = subprocess.run(
+        [sys.executable, str(EXAMPLES / "batch_sampling.py"), "--traces", str(traces)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=900,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "requests:" in out.stdout and "waves (samples per request):" in out.stdout
+    spans = [json.loads(line) for line in traces.read_text().splitlines()]
+    chat = [s for s in spans if s["name"].startswith("chat ")]
+    group = next(s for s in spans if s["name"] == "self_consistency")
+    waves = [s["attributes"].get("gen_ai.request.choice.count", 1) for s in chat]
+    assert max(waves) > 1  # a wave went out as one request with n > 1
+    assert sum(waves) == group["attributes"]["tcc.sampling.launched"]  # samples, not requests
+    assert group["attributes"]["tcc.sampling.usage.output_tokens"] == sum(
+        s["attributes"]["gen_ai.usage.output_tokens"] for s in chat
+    )
+
+
 def test_code_verifier_sandbox_example(tmp_path: Path) -> None:
     for extra in ([], ["--isolate-tests"]):
         out = subprocess.run(

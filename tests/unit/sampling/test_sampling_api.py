@@ -8,6 +8,9 @@ import sys
 import tcc_plugin.sampling as sampling
 
 PUBLIC = [
+    "BatchSample",
+    "BatchSizeError",
+    "batched",
     "Candidate",
     "Extractor",
     "LaunchPolicy",
