@@ -12,7 +12,7 @@ Each recipe draws its own samples (real calls, not a replay), so with few questi
 the accuracy columns are noisy: read them with the simulated benchmark's. Runs on
 demand (it starts the engine; the first run on a machine builds it), never in CI.
 
-    python benchmarks/sampling_frontier_engine.py [--questions 10] [--n 8] [--parallel 4]
+    python benchmarks/sampling_frontier_engine.py [--questions 10] [--n 8] [--max-level 2]
 """
 
 from __future__ import annotations
@@ -85,9 +85,12 @@ async def run_recipe(
     return out
 
 
-async def measure(count: int, n: int, parallel: int, max_tokens: int) -> None:
-    evalset = arithmetic(per_level=max(1, -(-count // 5)))
-    questions = [(q.question, str(q.answer)) for q in evalset.questions][:count]
+async def measure(count: int, n: int, parallel: int, max_tokens: int, max_level: int) -> None:
+    evalset = arithmetic(per_level=count)
+    questions = [
+        (q.question, str(q.answer)) for q in evalset.questions if q.meta["level"] <= max_level
+    ]
+    questions = questions[::max_level][:count] if max_level > 1 else questions[:count]
     recipes: list[tuple[str, StopRule | None, LaunchPolicy]] = [
         (f"fixed N={n}", None, launch_all()),
         ("unbeatable, all at once (old default)", stop_unbeatable(), launch_all()),
@@ -138,9 +141,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--questions", type=int, default=10)
     parser.add_argument("--n", type=int, default=8)
     parser.add_argument("--parallel", type=int, default=4)
-    parser.add_argument("--max-tokens", type=int, default=160)
+    parser.add_argument("--max-tokens", type=int, default=256)
+    parser.add_argument(
+        "--max-level", type=int, default=2, help="hardest arithmetic level asked (1-5)"
+    )
     args = parser.parse_args(argv)
-    asyncio.run(measure(args.questions, args.n, args.parallel, args.max_tokens))
+    asyncio.run(measure(args.questions, args.n, args.parallel, args.max_tokens, args.max_level))
     return 0
 
 
