@@ -2,14 +2,17 @@
 
 Prints, with the median and spread of ``--repeats`` runs:
 - in-process reserve+settle pairs per second (in-memory ledger);
-- the time a budget adds to a decorated call with the OpenTelemetry SDK on (budgeted
-  minus unbudgeted, interleaved in one process; CPU time, so other load on the machine
-  counts less);
+- the time a budget adds to a call with the OpenTelemetry SDK on: an ``@llm_call``
+  function returning an OpenAI chat completion (a dict, and a typed
+  ``openai.types.chat.ChatCompletion``) through the whole lifecycle; paired batches
+  (unbudgeted, budgeted, in alternating order, CPU time so other load on the machine
+  counts less), the difference per pair, its median and spread over all pairs;
 - Redis: round trips per budgeted call (EVALSHA counted by the server), the latency a
   Redis-budgeted call adds on loopback (p50/p99), reserve+settle pairs per second from
   ``--processes`` processes, and how long a SIGKILL'd worker's lease takes to return.
 
-    python benchmarks/ledger.py [--repeats 5] [--processes 8] [--seconds 3]
+    python benchmarks/ledger.py [--part all|memory|redis] [--repeats 5] [--processes 8]
+                                [--seconds 3]
 
 Needs ``redis-server`` on PATH (scripts/install-system-deps.sh) and the redis extra.
 """
@@ -58,11 +61,28 @@ BODY = {
 }
 
 
-def _decorated() -> Callable[..., Any]:
+def _decorated(typed: bool = False) -> Callable[..., Any]:
+    """An ``@llm_call`` function answering with :data:`BODY` (typed: as the openai
+    SDK's ``ChatCompletion``)."""
     import tcc_plugin
 
-    def call(question: str, max_tokens: int = 2000) -> dict[str, Any]:
-        return BODY
+    response: Any = BODY
+    if typed:
+        from openai.types.chat import ChatCompletion
+
+        body = dict(BODY, created=0)
+        body["usage"] = dict(BODY["usage"], total_tokens=1600)
+        body["choices"] = [
+            {
+                "index": 0,
+                "finish_reason": "stop",
+                "message": {"role": "assistant", "content": "4"},
+            }
+        ]
+        response = ChatCompletion.model_validate(body)
+
+    def call(question: str, max_tokens: int = 2000) -> Any:
+        return response
 
     return tcc_plugin.llm_call(model="o3", provider="openai")(call)
 
@@ -88,16 +108,32 @@ def memory_pairs_per_second(n: int) -> float:
     return n / (time.perf_counter() - start)
 
 
-def added_us_per_call(fn: Callable[..., Any], scope: Callable[[], Any], calls: int) -> float:
-    def run(ctx: Any) -> float:
-        with ctx:
-            t = time.process_time()
-            for _ in range(calls):
-                fn("2+2?")
-            return (time.process_time() - t) / calls * 1e6
+def batch_us_per_call(fn: Callable[..., Any], ctx: Any, calls: int) -> float:
+    """CPU microseconds per call of ``calls`` calls of ``fn`` inside ``ctx``."""
+    with ctx:
+        t = time.process_time()
+        for _ in range(calls):
+            fn("2+2?")
+        return (time.process_time() - t) / calls * 1e6
 
-    bare = run(contextlib.nullcontext())
-    return run(scope()) - bare
+
+def paired_added_us(
+    fn: Callable[..., Any], scope: Callable[[], Any], calls: int, pairs: int
+) -> tuple[list[float], list[float]]:
+    """Per pair of batches (unbudgeted and budgeted, which first alternating): the
+    unbudgeted time per call, and what the budget added to it."""
+    bare: list[float] = []
+    added: list[float] = []
+    for i in range(pairs):
+        if i % 2:
+            b = batch_us_per_call(fn, scope(), calls)
+            a = batch_us_per_call(fn, contextlib.nullcontext(), calls)
+        else:
+            a = batch_us_per_call(fn, contextlib.nullcontext(), calls)
+            b = batch_us_per_call(fn, scope(), calls)
+        bare.append(a)
+        added.append(b - a)
+    return bare, added
 
 
 # -- Redis --------------------------------------------------------------------------------
@@ -250,32 +286,36 @@ def lease_return_seconds(url: str, ttl: float) -> float:
     return time.perf_counter() - killed
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--calls", type=int, default=3000)
-    parser.add_argument("--processes", type=int, default=8)
-    parser.add_argument("--seconds", type=float, default=3.0)
-    parser.add_argument("--lease-ttl", type=float, default=2.0)
-    args = parser.parse_args()
-    _setup_sdk()
+def memory_section(args: argparse.Namespace, results: dict[str, Any]) -> None:
     import tcc_plugin
 
-    results: dict[str, Any] = {}
     pairs = [memory_pairs_per_second(20_000) for _ in range(args.repeats)]
     print(f"in-memory reserve+settle pairs/s: {_spread(pairs)}")
     results["memory_pairs_per_s"] = statistics.median(pairs)
 
-    fn = _decorated()
-    for _ in range(300):
-        fn("warm-up")
-    added = [
-        added_us_per_call(fn, lambda: tcc_plugin.budget(usd=10**9, calls=10**9), args.calls)
-        for _ in range(args.repeats)
-    ]
-    print(f"added by an in-memory budget, us/call (SDK on, CPU time): {_spread(added)}")
-    results["memory_added_us"] = statistics.median(added)
+    for label, typed in (("dict", False), ("ChatCompletion", True)):
+        fn = _decorated(typed)
+        for _ in range(300):
+            fn("warm-up")
+        bare: list[float] = []
+        added: list[float] = []
+        for _ in range(args.repeats):
+            a, d = paired_added_us(
+                fn, lambda: tcc_plugin.budget(usd=10**9, calls=10**9), args.calls, args.pairs
+            )
+            bare += a
+            added += d
+        print(
+            f"@llm_call returning an OpenAI {label}, SDK on, CPU us/call over "
+            f"{len(added)} pairs of {args.calls}-call batches:"
+        )
+        print(f"  unbudgeted: {_spread(bare)}")
+        print(f"  added by an in-memory budget (usd and calls caps): {_spread(added)}")
+        results[f"memory_added_us_{label}"] = statistics.median(added)
+        results[f"unbudgeted_us_{label}"] = statistics.median(bare)
 
+
+def redis_section(args: argparse.Namespace, results: dict[str, Any]) -> None:
     with redis_server() as url:
         trips = round_trips_per_call(url, 500)
         print(f"Redis round trips per budgeted call: {trips:.2f}")
@@ -296,6 +336,24 @@ def main() -> None:
         back = lease_return_seconds(url, args.lease_ttl)
         print(f"lease returned {back:.2f} s after SIGKILL (lease_ttl {args.lease_ttl} s)")
         results["lease_return_s"] = back
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--part", choices=("all", "memory", "redis"), default="all")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--calls", type=int, default=3000)
+    parser.add_argument("--pairs", type=int, default=4, help="pairs of batches per repeat")
+    parser.add_argument("--processes", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--lease-ttl", type=float, default=2.0)
+    args = parser.parse_args()
+    _setup_sdk()
+    results: dict[str, Any] = {}
+    if args.part in ("all", "memory"):
+        memory_section(args, results)
+    if args.part in ("all", "redis"):
+        redis_section(args, results)
     print(json.dumps(results, default=str))
 
 

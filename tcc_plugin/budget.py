@@ -19,13 +19,15 @@ charge together, with caps that may reset every day or month.
 
 from __future__ import annotations
 
+import math
+import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from decimal import Decimal, InvalidOperation
 from types import TracebackType
-from typing import Literal
+from typing import Literal, cast
 
 from tcc_plugin import _scopes
 from tcc_plugin.adapter import AttributeValue
@@ -68,10 +70,19 @@ Period = Literal["daily", "monthly"]
 
 
 def _number(value: int | Decimal) -> int | float:
-    return float(value) if isinstance(value, Decimal) else value
+    return _finite(float(value)) if isinstance(value, Decimal) else value
+
+
+def _finite(value: float) -> float:
+    """``value``, or the largest float of its sign for an amount too large for a float
+    (span attributes must be finite numbers)."""
+    if value - value == 0:  # inf - inf is nan
+        return value
+    return math.copysign(sys.float_info.max, value)
 
 
 LIMITS = DIMENSIONS
+_USD = DIMENSIONS.index("usd")  # the one dimension kept in Decimal (reported as float)
 
 
 class Budget:
@@ -222,21 +233,32 @@ class Budget:
 
     def report(self, attrs: dict[str, AttributeValue]) -> None:
         """Add each limit, and what is spent and remaining of it, to span ``attrs``
-        (a shared budget: as of its last round trip)."""
-        if self._local is not None:
-            with LEDGER_LOCK:
-                spent = list(self._local.spent)
-                reserved = list(self._local.reserved)
-        else:
+        (a shared budget: as of its last round trip). The values are ints and finite
+        floats, valid attribute values as they are."""
+        local = self._local
+        if local is None:
             snap = self._account.snapshot()
-            spent = list(snap.spent.values())
-            reserved = list(snap.reserved.values())
+            self._report_of(snap.spent.values(), snap.reserved.values(), attrs)
+            return
+        with LEDGER_LOCK:  # one consistent reading (a few operations: read in place)
+            self._report_of(local.spent, local.reserved, attrs)
+
+    def _report_of(
+        self,
+        spent: Sequence[int | Decimal],
+        reserved: Sequence[int | Decimal],
+        attrs: dict[str, AttributeValue],
+    ) -> None:
         for i, _, limit_name, spent_name, remaining_name, cap, number in self._report:
             used = spent[i]
             rest = cap - used - reserved[i]
             attrs[limit_name] = number
-            attrs[spent_name] = _number(used)
-            attrs[remaining_name] = _number(rest) if rest > 0 else 0
+            if i == _USD:
+                attrs[spent_name] = _finite(float(used))
+                attrs[remaining_name] = _finite(float(rest)) if rest > 0 else 0
+            else:  # token and call counts: ints
+                attrs[spent_name] = cast(int, used)
+                attrs[remaining_name] = cast(int, rest) if rest > 0 else 0
 
     def elapsed(self) -> float:
         """Seconds since the budget was first entered (0 before)."""
