@@ -222,7 +222,7 @@ def redis_latency_us(url: str, calls: int) -> tuple[float, float, float]:
     return pct(shared, 0.5) - pct(bare, 0.5), pct(shared, 0.99), pct(bare, 0.99)
 
 
-def _pairs_worker(url: str, seconds: float, out: Any) -> None:
+def _pairs_worker(url: str, seconds: float, ready: Any, go: Any, out: Any) -> None:
     import tcc_plugin
     from tcc_plugin.budget import Charge, Demand, reserve
     from tcc_plugin.integrations.redis_ledger import RedisLedger
@@ -232,26 +232,58 @@ def _pairs_worker(url: str, seconds: float, out: Any) -> None:
         input_tokens=100, max_output_tokens=200, worst_usd=lambda o, r: Decimal("0.002")
     )
     actual = Charge(150, 50, 0, Decimal("0.0006"), 1)
+    reserve(demand, (b,)).settle(actual)  # connected, scripts loaded
+    ready.release()
+    go.wait()
     n = 0
+    cpu = time.process_time()
     end = time.perf_counter() + seconds
     while time.perf_counter() < end:
         reserve(demand, (b,)).settle(actual)
         n += 1
-    out.put(n)
+    out.put((n, time.process_time() - cpu))
 
 
-def redis_pairs_per_second(url: str, processes: int, seconds: float) -> float:
+def _server_cpu(admin: Any) -> float:
+    info = admin.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def redis_pairs_per_second(url: str, processes: int, seconds: float) -> dict[str, float]:
+    """Reserve+settle pairs per second from ``processes`` processes started together
+    (each connected and warm first), with the CPU each side spends per pair: the Redis
+    server's (INFO cpu; EVALSHA's own usec_per_call from INFO commandstats) and the
+    clients' (their process time)."""
+    import redis
+
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
+    ready = ctx.Semaphore(0)
+    go = ctx.Event()
     workers = [
-        ctx.Process(target=_pairs_worker, args=(url, seconds, queue)) for _ in range(processes)
+        ctx.Process(target=_pairs_worker, args=(url, seconds, ready, go, queue))
+        for _ in range(processes)
     ]
     for w in workers:
         w.start()
-    total = sum(queue.get() for _ in workers)
+    for _ in workers:
+        ready.acquire()
+    admin = redis.Redis.from_url(url)
+    admin.config_resetstat()
+    server_before = _server_cpu(admin)
+    go.set()
+    results = [queue.get() for _ in workers]
+    server_cpu = _server_cpu(admin) - server_before
+    evalsha = admin.info("commandstats").get("cmdstat_evalsha", {})
     for w in workers:
         w.join()
-    return total / seconds
+    pairs = sum(n for n, _ in results)
+    return {
+        "pairs_per_s": pairs / seconds,
+        "server_cpu_us_per_pair": server_cpu / pairs * 1e6,
+        "evalsha_us_per_call": float(evalsha.get("usec_per_call", 0.0)),
+        "client_cpu_us_per_pair": sum(c for _, c in results) / pairs * 1e6,
+    }
 
 
 def _hang_worker(url: str, ttl: float, ready: Any) -> None:
@@ -327,12 +359,19 @@ def redis_section(args: argparse.Namespace, results: dict[str, Any]) -> None:
         print(f"p99 us/call, unbudgeted: {_spread([r[2] for r in runs])}")
         results["redis_added_p50_us"] = statistics.median(p50s)
         results["redis_p99_us"] = statistics.median(r[1] for r in runs)
-        rates = [
+        runs_8 = [
             redis_pairs_per_second(url, args.processes, args.seconds)
             for _ in range(max(1, args.repeats // 2))
         ]
-        print(f"Redis reserve+settle pairs/s from {args.processes} processes: {_spread(rates)}")
-        results["redis_pairs_per_s"] = statistics.median(rates)
+        for key, label in (
+            ("pairs_per_s", f"Redis reserve+settle pairs/s from {args.processes} processes"),
+            ("server_cpu_us_per_pair", "  Redis server CPU us per pair"),
+            ("evalsha_us_per_call", "  EVALSHA usec_per_call (INFO commandstats)"),
+            ("client_cpu_us_per_pair", "  client CPU us per pair (all processes)"),
+        ):
+            values = [r[key] for r in runs_8]
+            print(f"{label}: {_spread(values)}")
+            results[f"redis_{key}"] = statistics.median(values)
         back = lease_return_seconds(url, args.lease_ttl)
         print(f"lease returned {back:.2f} s after SIGKILL (lease_ttl {args.lease_ttl} s)")
         results["lease_return_s"] = back
