@@ -32,6 +32,17 @@ local function add(a, b)
 end
 local function gt(a, b) return a[1] > b[1] or (a[1] == b[1] and a[2] > b[2]) end
 
+-- spent x5, held x5, in flight (the script runs whole on every call: literal names
+-- rather than ones built by concatenation each time)
+local FIELDS = {'spent:total_tokens', 'spent:output_tokens', 'spent:reasoning_tokens',
+                'spent:usd', 'spent:calls', 'held:total_tokens', 'held:output_tokens',
+                'held:reasoning_tokens', 'held:usd', 'held:calls', 'inflight'}
+local FIELDS_AND_CAPS = {'spent:total_tokens', 'spent:output_tokens',
+                         'spent:reasoning_tokens', 'spent:usd', 'spent:calls',
+                         'held:total_tokens', 'held:output_tokens', 'held:reasoning_tokens',
+                         'held:usd', 'held:calls', 'inflight', 'caps', 'cap:total_tokens',
+                         'cap:output_tokens', 'cap:reasoning_tokens', 'cap:usd', 'cap:calls'}
+
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -42,7 +53,7 @@ local function unhold(id)
   if not h then return false end
   local i = 1
   for v in string.gmatch(h, '[^,]+') do
-    if v ~= '0' then redis.call('HINCRBY', acct, 'held:' .. DIMS[i], '-' .. v) end
+    if v ~= '0' then redis.call('HINCRBY', acct, FIELDS[5 + i], '-' .. v) end
     i = i + 1
   end
   redis.call('HDEL', holds, id)
@@ -58,14 +69,6 @@ local function sweep(now)
     if not unhold(id) then redis.call('ZREM', leases, id) end
   end
 end
-
-local FIELDS = {}
-for _, d in ipairs(DIMS) do FIELDS[#FIELDS + 1] = 'spent:' .. d end
-for _, d in ipairs(DIMS) do FIELDS[#FIELDS + 1] = 'held:' .. d end
-FIELDS[#FIELDS + 1] = 'inflight'
-local FIELDS_AND_CAPS = {unpack(FIELDS)}
-FIELDS_AND_CAPS[#FIELDS_AND_CAPS + 1] = 'caps'
-for _, d in ipairs(DIMS) do FIELDS_AND_CAPS[#FIELDS_AND_CAPS + 1] = 'cap:' .. d end
 
 -- spent x5, held x5, in flight: one HMGET
 local function account()
@@ -149,7 +152,7 @@ for i, d in ipairs(DIMS) do
 end
 for i, d in ipairs(DIMS) do
   local v = needs[i]
-  if v ~= '0' then redis.call('HINCRBY', acct, 'held:' .. d, v) end
+  if v ~= '0' then redis.call('HINCRBY', acct, FIELDS[5 + i], v) end
 end
 redis.call('HINCRBY', acct, 'inflight', 1)
 redis.call('HSET', holds, id, ARGV[5])
@@ -172,7 +175,7 @@ local tag = 'ok'
 if not unhold(id) then tag = 'late' end
 for i, d in ipairs(DIMS) do
   local v = actual[i]
-  if v ~= '0' then redis.call('HINCRBY', acct, 'spent:' .. d, v) end
+  if v ~= '0' then redis.call('HINCRBY', acct, FIELDS[i], v) end
 end
 redis.call('ZADD', done, now, id)
 redis.call('ZREMRANGEBYSCORE', done, '-inf', now - keep)
