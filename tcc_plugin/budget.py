@@ -24,10 +24,10 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from decimal import Decimal, InvalidOperation
 from types import TracebackType
-from typing import Literal, cast
+from typing import Literal
 
 from tcc_plugin import _scopes
 from tcc_plugin.adapter import AttributeValue
@@ -238,27 +238,27 @@ class Budget:
         local = self._local
         if local is None:
             snap = self._account.snapshot()
-            self._report_of(snap.spent.values(), snap.reserved.values(), attrs)
-            return
-        with LEDGER_LOCK:  # one consistent reading (a few operations: read in place)
-            self._report_of(local.spent, local.reserved, attrs)
-
-    def _report_of(
-        self,
-        spent: Sequence[int | Decimal],
-        reserved: Sequence[int | Decimal],
-        attrs: dict[str, AttributeValue],
-    ) -> None:
-        for i, _, limit_name, spent_name, remaining_name, cap, number in self._report:
-            used = spent[i]
-            rest = cap - used - reserved[i]
-            attrs[limit_name] = number
-            if i == _USD:
-                attrs[spent_name] = _finite(float(used))
-                attrs[remaining_name] = _finite(float(rest)) if rest > 0 else 0
-            else:  # token and call counts: ints
-                attrs[spent_name] = cast(int, used)
-                attrs[remaining_name] = cast(int, rest) if rest > 0 else 0
+            spent: Sequence[int | Decimal] = snap.spent.values()
+            reserved: Sequence[int | Decimal] = snap.reserved.values()
+            lock: AbstractContextManager[object] = nullcontext()
+        else:  # read in place under the lock: one consistent reading, a few operations
+            spent, reserved, lock = local.spent, local.reserved, LEDGER_LOCK
+        with lock:
+            for i, _, limit_name, spent_name, remaining_name, cap, number in self._report:
+                used = spent[i]
+                rest = cap - used - reserved[i]
+                attrs[limit_name] = number
+                if i == _USD:
+                    usd = float(used)
+                    attrs[spent_name] = usd if usd - usd == 0 else _finite(usd)
+                    if rest > 0:
+                        usd = float(rest)
+                        attrs[remaining_name] = usd if usd - usd == 0 else _finite(usd)
+                    else:
+                        attrs[remaining_name] = 0
+                else:  # token and call counts: ints (int() of an int is itself)
+                    attrs[spent_name] = int(used)
+                    attrs[remaining_name] = int(rest) if rest > 0 else 0
 
     def elapsed(self) -> float:
         """Seconds since the budget was first entered (0 before)."""
