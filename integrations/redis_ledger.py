@@ -32,7 +32,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import AsyncGenerator, Callable, Generator, Mapping
+from collections.abc import AsyncGenerator, Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
@@ -140,8 +140,8 @@ class _Eval:
     """A plan's step: run one of the ledger's scripts (one round trip)."""
 
     script: str
-    keys: list[str]
-    args: list[str | int]
+    keys: Sequence[str]
+    args: Sequence[str | int]
 
 
 @dataclass(frozen=True, slots=True)
