@@ -2,9 +2,11 @@
 
 Prints, with the median and spread of ``--repeats`` runs:
 - in-process reserve+settle pairs per second (in-memory ledger);
-- the time a budget adds to a decorated call with the OpenTelemetry SDK on (budgeted
-  minus unbudgeted, interleaved in one process; CPU time, so other load on the machine
-  counts less);
+- the time a budget adds to a call with the OpenTelemetry SDK on: an ``@llm_call``
+  function returning an OpenAI chat completion (a dict, and a typed
+  ``openai.types.chat.ChatCompletion``) through the whole lifecycle; paired batches
+  (unbudgeted, budgeted, in alternating order, CPU time so other load on the machine
+  counts less), the difference per pair, its median and spread over all pairs;
 - Redis: round trips per budgeted call (EVALSHA counted by the server), the latency a
   Redis-budgeted call adds on loopback (p50/p99), reserve+settle pairs per second from
   ``--processes`` processes, and how long a SIGKILL'd worker's lease takes to return;
@@ -12,7 +14,8 @@ Prints, with the median and spread of ``--repeats`` runs:
   added latency p50/p99, and reserve+settle pairs per second from ``--tasks`` asyncio
   tasks in one process, next to one process's sync pairs per second (one thread).
 
-    python benchmarks/ledger.py [--repeats 5] [--processes 8] [--seconds 3] [--tasks 32]
+    python benchmarks/ledger.py [--part all|memory|redis] [--repeats 5] [--processes 8]
+                                [--seconds 3] [--tasks 32]
 
 Needs ``redis-server`` on PATH (scripts/install-system-deps.sh) and the redis extra.
 """
@@ -62,11 +65,28 @@ BODY = {
 }
 
 
-def _decorated() -> Callable[..., Any]:
+def _decorated(typed: bool = False) -> Callable[..., Any]:
+    """An ``@llm_call`` function answering with :data:`BODY` (typed: as the openai
+    SDK's ``ChatCompletion``)."""
     import tcc_plugin
 
-    def call(question: str, max_tokens: int = 2000) -> dict[str, Any]:
-        return BODY
+    response: Any = BODY
+    if typed:
+        from openai.types.chat import ChatCompletion
+
+        body = dict(BODY, created=0)
+        body["usage"] = dict(BODY["usage"], total_tokens=1600)
+        body["choices"] = [
+            {
+                "index": 0,
+                "finish_reason": "stop",
+                "message": {"role": "assistant", "content": "4"},
+            }
+        ]
+        response = ChatCompletion.model_validate(body)
+
+    def call(question: str, max_tokens: int = 2000) -> Any:
+        return response
 
     return tcc_plugin.llm_call(model="o3", provider="openai")(call)
 
@@ -105,16 +125,32 @@ def memory_pairs_per_second(n: int) -> float:
     return n / (time.perf_counter() - start)
 
 
-def added_us_per_call(fn: Callable[..., Any], scope: Callable[[], Any], calls: int) -> float:
-    def run(ctx: Any) -> float:
-        with ctx:
-            t = time.process_time()
-            for _ in range(calls):
-                fn("2+2?")
-            return (time.process_time() - t) / calls * 1e6
+def batch_us_per_call(fn: Callable[..., Any], ctx: Any, calls: int) -> float:
+    """CPU microseconds per call of ``calls`` calls of ``fn`` inside ``ctx``."""
+    with ctx:
+        t = time.process_time()
+        for _ in range(calls):
+            fn("2+2?")
+        return (time.process_time() - t) / calls * 1e6
 
-    bare = run(contextlib.nullcontext())
-    return run(scope()) - bare
+
+def paired_added_us(
+    fn: Callable[..., Any], scope: Callable[[], Any], calls: int, pairs: int
+) -> tuple[list[float], list[float]]:
+    """Per pair of batches (unbudgeted and budgeted, which first alternating): the
+    unbudgeted time per call, and what the budget added to it."""
+    bare: list[float] = []
+    added: list[float] = []
+    for i in range(pairs):
+        if i % 2:
+            b = batch_us_per_call(fn, scope(), calls)
+            a = batch_us_per_call(fn, contextlib.nullcontext(), calls)
+        else:
+            a = batch_us_per_call(fn, contextlib.nullcontext(), calls)
+            b = batch_us_per_call(fn, scope(), calls)
+        bare.append(a)
+        added.append(b - a)
+    return bare, added
 
 
 # -- Redis --------------------------------------------------------------------------------
@@ -203,7 +239,7 @@ def redis_latency_us(url: str, calls: int) -> tuple[float, float, float]:
     return pct(shared, 0.5) - pct(bare, 0.5), pct(shared, 0.99), pct(bare, 0.99)
 
 
-def _pairs_worker(url: str, seconds: float, out: Any) -> None:
+def _pairs_worker(url: str, seconds: float, ready: Any, go: Any, out: Any) -> None:
     import tcc_plugin
     from tcc_plugin.budget import Charge, Demand, reserve
     from tcc_plugin.integrations.redis_ledger import RedisLedger
@@ -213,26 +249,58 @@ def _pairs_worker(url: str, seconds: float, out: Any) -> None:
         input_tokens=100, max_output_tokens=200, worst_usd=lambda o, r: Decimal("0.002")
     )
     actual = Charge(150, 50, 0, Decimal("0.0006"), 1)
+    reserve(demand, (b,)).settle(actual)  # connected, scripts loaded
+    ready.release()
+    go.wait()
     n = 0
+    cpu = time.process_time()
     end = time.perf_counter() + seconds
     while time.perf_counter() < end:
         reserve(demand, (b,)).settle(actual)
         n += 1
-    out.put(n)
+    out.put((n, time.process_time() - cpu))
 
 
-def redis_pairs_per_second(url: str, processes: int, seconds: float) -> float:
+def _server_cpu(admin: Any) -> float:
+    info = admin.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def redis_pairs_per_second(url: str, processes: int, seconds: float) -> dict[str, float]:
+    """Reserve+settle pairs per second from ``processes`` processes started together
+    (each connected and warm first), with the CPU each side spends per pair: the Redis
+    server's (INFO cpu; EVALSHA's own usec_per_call from INFO commandstats) and the
+    clients' (their process time)."""
+    import redis
+
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
+    ready = ctx.Semaphore(0)
+    go = ctx.Event()
     workers = [
-        ctx.Process(target=_pairs_worker, args=(url, seconds, queue)) for _ in range(processes)
+        ctx.Process(target=_pairs_worker, args=(url, seconds, ready, go, queue))
+        for _ in range(processes)
     ]
     for w in workers:
         w.start()
-    total = sum(queue.get() for _ in workers)
+    for _ in workers:
+        ready.acquire()
+    admin = redis.Redis.from_url(url)
+    admin.config_resetstat()
+    server_before = _server_cpu(admin)
+    go.set()
+    results = [queue.get() for _ in workers]
+    server_cpu = _server_cpu(admin) - server_before
+    evalsha = admin.info("commandstats").get("cmdstat_evalsha", {})
     for w in workers:
         w.join()
-    return total / seconds
+    pairs = sum(n for n, _ in results)
+    return {
+        "pairs_per_s": pairs / seconds,
+        "server_cpu_us_per_pair": server_cpu / pairs * 1e6,
+        "evalsha_us_per_call": float(evalsha.get("usec_per_call", 0.0)),
+        "client_cpu_us_per_pair": sum(c for _, c in results) / pairs * 1e6,
+    }
 
 
 def sync_pairs_per_second_one_process(url: str, seconds: float) -> float:
@@ -410,45 +478,55 @@ def _report_latency(
     results[f"{key}_p99_us"] = statistics.median(r[1] for r in runs)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--calls", type=int, default=3000)
-    parser.add_argument("--processes", type=int, default=8)
-    parser.add_argument("--seconds", type=float, default=3.0)
-    parser.add_argument("--lease-ttl", type=float, default=2.0)
-    parser.add_argument("--tasks", type=int, default=32)
-    args = parser.parse_args()
-    _setup_sdk()
+def memory_section(args: argparse.Namespace, results: dict[str, Any]) -> None:
     import tcc_plugin
 
-    results: dict[str, Any] = {}
     pairs = [memory_pairs_per_second(20_000) for _ in range(args.repeats)]
     print(f"in-memory reserve+settle pairs/s: {_spread(pairs)}")
     results["memory_pairs_per_s"] = statistics.median(pairs)
 
-    fn = _decorated()
-    for _ in range(300):
-        fn("warm-up")
-    added = [
-        added_us_per_call(fn, lambda: tcc_plugin.budget(usd=10**9, calls=10**9), args.calls)
-        for _ in range(args.repeats)
-    ]
-    print(f"added by an in-memory budget, us/call (SDK on, CPU time): {_spread(added)}")
-    results["memory_added_us"] = statistics.median(added)
+    for label, typed in (("dict", False), ("ChatCompletion", True)):
+        fn = _decorated(typed)
+        for _ in range(300):
+            fn("warm-up")
+        bare: list[float] = []
+        added: list[float] = []
+        for _ in range(args.repeats):
+            a, d = paired_added_us(
+                fn, lambda: tcc_plugin.budget(usd=10**9, calls=10**9), args.calls, args.pairs
+            )
+            bare += a
+            added += d
+        print(
+            f"@llm_call returning an OpenAI {label}, SDK on, CPU us/call over "
+            f"{len(added)} pairs of {args.calls}-call batches:"
+        )
+        print(f"  unbudgeted: {_spread(bare)}")
+        print(f"  added by an in-memory budget (usd and calls caps): {_spread(added)}")
+        results[f"memory_added_us_{label}"] = statistics.median(added)
+        results[f"unbudgeted_us_{label}"] = statistics.median(bare)
 
+
+def redis_section(args: argparse.Namespace, results: dict[str, Any]) -> None:
     with redis_server() as url:
         trips = round_trips_per_call(url, 500)
         print(f"Redis round trips per budgeted call: {trips:.2f}")
         results["redis_round_trips_per_call"] = trips
         runs = [redis_latency_us(url, args.calls // 3) for _ in range(args.repeats)]
         _report_latency("sync call", "redis", runs, results)
-        rates = [
+        runs_8 = [
             redis_pairs_per_second(url, args.processes, args.seconds)
             for _ in range(max(1, args.repeats // 2))
         ]
-        print(f"Redis reserve+settle pairs/s from {args.processes} processes: {_spread(rates)}")
-        results["redis_pairs_per_s"] = statistics.median(rates)
+        for key, label in (
+            ("pairs_per_s", f"Redis reserve+settle pairs/s from {args.processes} processes"),
+            ("server_cpu_us_per_pair", "  Redis server CPU us per pair"),
+            ("evalsha_us_per_call", "  EVALSHA usec_per_call (INFO commandstats)"),
+            ("client_cpu_us_per_pair", "  client CPU us per pair (all processes)"),
+        ):
+            values = [r[key] for r in runs_8]
+            print(f"{label}: {_spread(values)}")
+            results[f"redis_{key}"] = statistics.median(values)
         trips = async_round_trips_per_call(url, 500)
         print(f"Redis round trips per budgeted async call: {trips:.2f}")
         results["redis_async_round_trips_per_call"] = trips
@@ -482,6 +560,25 @@ def main() -> None:
         back = lease_return_seconds(url, args.lease_ttl)
         print(f"lease returned {back:.2f} s after SIGKILL (lease_ttl {args.lease_ttl} s)")
         results["lease_return_s"] = back
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--part", choices=("all", "memory", "redis"), default="all")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--calls", type=int, default=3000)
+    parser.add_argument("--pairs", type=int, default=4, help="pairs of batches per repeat")
+    parser.add_argument("--processes", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--lease-ttl", type=float, default=2.0)
+    parser.add_argument("--tasks", type=int, default=32)
+    args = parser.parse_args()
+    _setup_sdk()
+    results: dict[str, Any] = {}
+    if args.part in ("all", "memory"):
+        memory_section(args, results)
+    if args.part in ("all", "redis"):
+        redis_section(args, results)
     print(json.dumps(results, default=str))
 
 

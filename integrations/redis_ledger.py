@@ -24,6 +24,7 @@ budget every ``lease_ttl / 3`` whatever the number of calls.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import os
@@ -31,7 +32,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import AsyncGenerator, Callable, Generator, Mapping
+from collections.abc import AsyncGenerator, Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
@@ -86,6 +87,31 @@ def _encode(charge: Charge) -> list[str]:
     return [str(tt), str(ot), str(rt), str(_pico(usd)), str(calls)]
 
 
+def _joined(charge: Charge) -> str:
+    """The five amounts as the scripts take them: one comma-separated argument."""
+    tt, ot, rt, usd, calls = charge.values()
+    return f"{tt},{ot},{rt},{_pico(usd)},{calls}"
+
+
+class _LeaseIds:
+    """Lease ids unique across processes and machines: a random prefix per process
+    (drawn again in a forked child) and a counter (uuid4 costs a system call each)."""
+
+    def __init__(self) -> None:
+        self._reset()
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        self._prefix = uuid.uuid4().hex[:20]
+        self._count = itertools.count()
+
+    def next(self) -> str:
+        return f"{self._prefix}{next(self._count):x}"
+
+
+_lease_ids = _LeaseIds()
+
+
 def _decode(values: list[Any]) -> Charge:
     tt, ot, rt, usd, calls = (v.decode() if isinstance(v, bytes) else str(v) for v in values)
     return Charge(int(tt), int(ot), int(rt), Decimal(usd).scaleb(-12), int(calls))
@@ -114,8 +140,8 @@ class _Eval:
     """A plan's step: run one of the ledger's scripts (one round trip)."""
 
     script: str
-    keys: list[str]
-    args: list[str | int]
+    keys: Sequence[str]
+    args: Sequence[str | int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,6 +273,9 @@ class RedisLedger:
         self.fail_open = _caps(fail_open) if fail_open is not None else None
         self.settle_attempts = settle_attempts
         self.keep_settled_ms = int(keep_settled * 1000)
+        self._keep_arg = str(self.keep_settled_ms)
+        self._ttl_arg = str(int(lease_ttl * 1000))
+        self._keys: dict[str, tuple[str, ...]] = {}  # base -> its four keys (built once)
         self._now = now or (lambda: datetime.now(dt_timezone.utc))
         self._scripts = {name: client.register_script(src) for name, src in _SCRIPTS.items()}
         self._lock = threading.Lock()
@@ -317,10 +346,16 @@ class RedisLedger:
         except redis.RedisError as exc:
             raise self._unavailable(None, exc) from exc
 
-    def keys(self, base: str) -> list[str]:
+    def keys(self, base: str) -> tuple[str, ...]:
         """The four keys of a budget period (``base`` may carry its expiry after '@')."""
-        base = base.partition("@")[0]
-        return [f"{base}:acct", f"{base}:leases", f"{base}:holds", f"{base}:done"]
+        found = self._keys.get(base)
+        if found is None:
+            if len(self._keys) > 1024:  # old periods' bases
+                self._keys.clear()
+            tag = base.partition("@")[0]
+            found = (f"{tag}:acct", f"{tag}:leases", f"{tag}:holds", f"{tag}:done")
+            self._keys[base] = found
+        return found
 
     def _unavailable(self, name: str | None, exc: BaseException) -> BudgetUnavailable:
         if isinstance(exc, redis.AuthenticationError) or (
@@ -411,12 +446,7 @@ class RedisLedger:
         return left
 
     def _settle_args(self, entry: _Entry) -> list[str | int]:
-        return [
-            entry.lease,
-            self.keys_ttl(entry.base),
-            str(self.keep_settled_ms),
-            *_encode(entry.actual),
-        ]
+        return [entry.lease, self.keys_ttl(entry.base), self._keep_arg, _joined(entry.actual)]
 
     def keys_ttl(self, base: str) -> str:
         """How long (ms) the keys of ``base``'s period are kept from now ("0": for ever)."""
@@ -547,7 +577,10 @@ class RedisAccount:
             if dim in budget.limits:
                 cap = budget.limits[dim]
                 self._caps[i] = str(_pico(Decimal(cap))) if dim == "usd" else str(cap)
-        self._snap = _ZERO_SNAPSHOT
+        self._caps_arg = ",".join(self._caps)
+        # The last reply's account, decoded when asked for (most are never read: a
+        # reserve's is superseded by its settle's).
+        self._snap: Snapshot | list[Any] = _ZERO_SNAPSHOT
         self._offline = MemoryAccount()  # what ran while Redis was away (fail_open)
 
     def __repr__(self) -> str:
@@ -557,7 +590,11 @@ class RedisAccount:
         return self.ledger.base(self.key, self.period, self.zone)
 
     def snapshot(self) -> Snapshot:
-        return self._snap
+        snap = self._snap
+        if isinstance(snap, list):
+            snap = _state(snap)
+            self._snap = snap
+        return snap
 
     def read(self) -> Snapshot:
         base = self._base()
@@ -567,8 +604,8 @@ class RedisAccount:
             raise self._conflict_or_unavailable(exc) from exc
         except redis.RedisError as exc:
             raise self.ledger._unavailable(self.name, exc) from exc
-        self._snap = _state(reply)
-        return self._snap
+        snap = self._snap = _state(reply)
+        return snap
 
     def reserve(self, budget: Budget, need: Charge, unbounded: tuple[str, ...]) -> object:
         return drive(self._reserving(budget, need, unbounded), self.ledger._run)
@@ -585,10 +622,13 @@ class RedisAccount:
         if ledger._journal:
             yield from ledger._replaying_plan()
         base = self._base()
-        lease = uuid.uuid4().hex
-        args: list[str | int] = [lease, int(ledger.lease_ttl * 1000), ledger.keys_ttl(base)]
-        args += self._caps + _encode(need)
-        args += ["1" if dim in unbounded else "0" for dim in DIMENSIONS]
+        lease = _lease_ids.next()
+        flags = (
+            "".join("1" if dim in unbounded else "0" for dim in DIMENSIONS)
+            if unbounded
+            else "00000"
+        )
+        args = [lease, ledger._ttl_arg, ledger.keys_ttl(base), self._caps_arg, _joined(need), flags]
         try:
             reply = yield _Eval("reserve", ledger.keys(base), args)
         except GeneratorExit:
@@ -616,11 +656,13 @@ class RedisAccount:
                 f"in Redis but {given or 'unset'} here, and {open_} reservations are open; "
                 "change a shared cap when no call is in flight (nothing was charged)"
             )
-        self._snap = _state(reply)
         if tag == "gone":  # only a lease this process gave up on (never a fresh one)
+            self._snap = reply
             raise BudgetUnavailable(self.name, ledger.where, f"lease {lease} was released")
         if tag == "refused":
-            raise budget._refusal(_text(reply[1]), need, self._snap)
+            snap = self._snap = _state(reply)
+            raise budget._refusal(_text(reply[1]), need, snap)
+        self._snap = reply
         ledger._track(base, lease)
         return _Hold(base, lease, need)
 
@@ -702,7 +744,7 @@ class RedisAccount:
                         exc_info=True,
                     )
                     break
-                self._snap = _state(reply)
+                self._snap = reply
                 return
         except GeneratorExit:
             # Cut short (a cancelled task): the journal delivers it, once (by lease id).

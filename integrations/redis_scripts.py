@@ -32,6 +32,17 @@ local function add(a, b)
 end
 local function gt(a, b) return a[1] > b[1] or (a[1] == b[1] and a[2] > b[2]) end
 
+-- spent x5, held x5, in flight (the script runs whole on every call: literal names
+-- rather than ones built by concatenation each time)
+local FIELDS = {'spent:total_tokens', 'spent:output_tokens', 'spent:reasoning_tokens',
+                'spent:usd', 'spent:calls', 'held:total_tokens', 'held:output_tokens',
+                'held:reasoning_tokens', 'held:usd', 'held:calls', 'inflight'}
+local FIELDS_AND_CAPS = {'spent:total_tokens', 'spent:output_tokens',
+                         'spent:reasoning_tokens', 'spent:usd', 'spent:calls',
+                         'held:total_tokens', 'held:output_tokens', 'held:reasoning_tokens',
+                         'held:usd', 'held:calls', 'inflight', 'caps', 'cap:total_tokens',
+                         'cap:output_tokens', 'cap:reasoning_tokens', 'cap:usd', 'cap:calls'}
+
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -42,7 +53,7 @@ local function unhold(id)
   if not h then return false end
   local i = 1
   for v in string.gmatch(h, '[^,]+') do
-    if v ~= '0' then redis.call('HINCRBY', acct, 'held:' .. DIMS[i], '-' .. v) end
+    if v ~= '0' then redis.call('HINCRBY', acct, FIELDS[5 + i], '-' .. v) end
     i = i + 1
   end
   redis.call('HDEL', holds, id)
@@ -59,11 +70,6 @@ local function sweep(now)
   end
 end
 
-local FIELDS = {}
-for _, d in ipairs(DIMS) do FIELDS[#FIELDS + 1] = 'spent:' .. d end
-for _, d in ipairs(DIMS) do FIELDS[#FIELDS + 1] = 'held:' .. d end
-FIELDS[#FIELDS + 1] = 'inflight'
-
 -- spent x5, held x5, in flight: one HMGET
 local function account()
   local values = redis.call('HMGET', acct, unpack(FIELDS))
@@ -77,6 +83,19 @@ local function state(tag)
   return out
 end
 
+-- The five comma-separated amounts of one argument (one argument, not five: each
+-- argument costs the client more to send than the server to split).
+local function five(s)
+  local out, i = {}, 1
+  for k = 1, 4 do
+    local j = string.find(s, ',', i, true)
+    out[k] = string.sub(s, i, j - 1)
+    i = j + 1
+  end
+  out[5] = string.sub(s, i)
+  return out
+end
+
 local function expire(ttl)
   if ttl > 0 then
     for _, k in ipairs(KEYS) do redis.call('PEXPIRE', k, ttl) end
@@ -85,13 +104,15 @@ end
 """
 
 # KEYS: acct, leases, holds, done. ARGV: lease id, ttl ms, keys' time to live ms (0: for ever),
-# 5 caps ('' = none), 5 needs, 5 unbounded flags ('1'/'0').
+# the 5 caps ('' = none), the 5 needs (each comma-separated), the 5 unbounded flags
+# ('1'/'0', e.g. '00000').
 # Returns state('ok'|'gone'), {'refused', dim, state...} or
 # {'conflict', dim, stored, given, open}.
 RESERVE = (
     _COMMON
     + r"""
 local id, ttl, at = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local caps, needs, unbounded = five(ARGV[4]), five(ARGV[5]), ARGV[6]
 local now = now_ms()
 sweep(now)
 -- A resend of a reservation whose reply was lost holds nothing twice.
@@ -99,46 +120,46 @@ if redis.call('HEXISTS', holds, id) == 1 then return state('ok') end
 -- Already released: its caller gave up on it (cancelled, reply lost) and the release it
 -- journalled overtook it (another connection): it must hold nothing.
 if redis.call('ZSCORE', done, id) then return state('gone') end
-local stored = redis.call('HMGET', acct, 'caps', 'cap:total_tokens', 'cap:output_tokens',
-                         'cap:reasoning_tokens', 'cap:usd', 'cap:calls')
-local same = stored[1] ~= false
+-- the account and the stored caps in one read
+local now_values = redis.call('HMGET', acct, unpack(FIELDS_AND_CAPS))
+for i = 1, #FIELDS do now_values[i] = now_values[i] or '0' end
+local stored = #FIELDS + 1  -- 'caps', then cap:<dim> x5
+local same = now_values[stored] ~= false
 for i, d in ipairs(DIMS) do
-  local have = stored[1 + i] or ''
-  if have ~= ARGV[3 + i] then
+  local have = now_values[stored + i] or ''
+  if have ~= caps[i] then
     same = false
-    if stored[1] and redis.call('ZCARD', leases) > 0 then
-      return {'conflict', d, have, ARGV[3 + i], tostring(redis.call('ZCARD', leases))}
+    if now_values[stored] and redis.call('ZCARD', leases) > 0 then
+      return {'conflict', d, have, caps[i], tostring(redis.call('ZCARD', leases))}
     end
   end
 end
 if not same then
   for i, d in ipairs(DIMS) do
-    if ARGV[3 + i] == '' then redis.call('HDEL', acct, 'cap:' .. d)
-    else redis.call('HSET', acct, 'cap:' .. d, ARGV[3 + i]) end
+    if caps[i] == '' then redis.call('HDEL', acct, 'cap:' .. d)
+    else redis.call('HSET', acct, 'cap:' .. d, caps[i]) end
   end
   redis.call('HSET', acct, 'caps', '1')
 end
-local now_values = account()
 for i, d in ipairs(DIMS) do
-  local cap = ARGV[3 + i]
+  local cap = caps[i]
   if cap ~= '' then
     local used = add(big(now_values[i]), big(now_values[5 + i]))
     local c = big(cap)
-    if gt(add(used, big(ARGV[8 + i])), c) or (ARGV[13 + i] == '1' and not gt(c, used)) then
+    if gt(add(used, big(needs[i])), c)
+       or (string.sub(unbounded, i, i) == '1' and not gt(c, used)) then
       local out = state('refused')
       table.insert(out, 2, d)
       return out
     end
   end
 end
-local parts = {}
 for i, d in ipairs(DIMS) do
-  local v = ARGV[8 + i]
-  if v ~= '0' then redis.call('HINCRBY', acct, 'held:' .. d, v) end
-  parts[i] = v
+  local v = needs[i]
+  if v ~= '0' then redis.call('HINCRBY', acct, FIELDS[5 + i], v) end
 end
 redis.call('HINCRBY', acct, 'inflight', 1)
-redis.call('HSET', holds, id, table.concat(parts, ','))
+redis.call('HSET', holds, id, ARGV[5])
 redis.call('ZADD', leases, now + ttl, id)
 expire(at)
 return state('ok')
@@ -146,19 +167,19 @@ return state('ok')
 )
 
 # KEYS: acct, leases, holds, done. ARGV: lease id, keys' time to live ms (0: for ever),
-# keep-done ms,
-# 5 actual amounts. Returns state('ok'|'late'|'dup').
+# keep-done ms, the 5 actual amounts (comma-separated). Returns state('ok'|'late'|'dup').
 SETTLE = (
     _COMMON
     + r"""
 local id, at, keep = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local actual = five(ARGV[4])
 local now = now_ms()
 if redis.call('ZSCORE', done, id) then return state('dup') end
 local tag = 'ok'
 if not unhold(id) then tag = 'late' end
 for i, d in ipairs(DIMS) do
-  local v = ARGV[3 + i]
-  if v ~= '0' then redis.call('HINCRBY', acct, 'spent:' .. d, v) end
+  local v = actual[i]
+  if v ~= '0' then redis.call('HINCRBY', acct, FIELDS[i], v) end
 end
 redis.call('ZADD', done, now, id)
 redis.call('ZREMRANGEBYSCORE', done, '-inf', now - keep)

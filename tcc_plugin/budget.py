@@ -19,10 +19,12 @@ charge together, with caps that may reset every day or month.
 
 from __future__ import annotations
 
+import math
+import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from decimal import Decimal, InvalidOperation
 from types import TracebackType
 from typing import Literal
@@ -68,10 +70,19 @@ Period = Literal["daily", "monthly"]
 
 
 def _number(value: int | Decimal) -> int | float:
-    return float(value) if isinstance(value, Decimal) else value
+    return _finite(float(value)) if isinstance(value, Decimal) else value
+
+
+def _finite(value: float) -> float:
+    """``value``, or the largest float of its sign for an amount too large for a float
+    (span attributes must be finite numbers)."""
+    if value - value == 0:  # inf - inf is nan
+        return value
+    return math.copysign(sys.float_info.max, value)
 
 
 LIMITS = DIMENSIONS
+_USD = DIMENSIONS.index("usd")  # the one dimension kept in Decimal (reported as float)
 
 
 class Budget:
@@ -222,21 +233,32 @@ class Budget:
 
     def report(self, attrs: dict[str, AttributeValue]) -> None:
         """Add each limit, and what is spent and remaining of it, to span ``attrs``
-        (a shared budget: as of its last round trip)."""
-        if self._local is not None:
-            with LEDGER_LOCK:
-                spent = list(self._local.spent)
-                reserved = list(self._local.reserved)
-        else:
+        (a shared budget: as of its last round trip). The values are ints and finite
+        floats, valid attribute values as they are."""
+        local = self._local
+        if local is None:
             snap = self._account.snapshot()
-            spent = list(snap.spent.values())
-            reserved = list(snap.reserved.values())
-        for i, _, limit_name, spent_name, remaining_name, cap, number in self._report:
-            used = spent[i]
-            rest = cap - used - reserved[i]
-            attrs[limit_name] = number
-            attrs[spent_name] = _number(used)
-            attrs[remaining_name] = _number(rest) if rest > 0 else 0
+            spent: Sequence[int | Decimal] = snap.spent.values()
+            reserved: Sequence[int | Decimal] = snap.reserved.values()
+            lock: AbstractContextManager[object] = nullcontext()
+        else:  # read in place under the lock: one consistent reading, a few operations
+            spent, reserved, lock = local.spent, local.reserved, LEDGER_LOCK
+        with lock:
+            for i, _, limit_name, spent_name, remaining_name, cap, number in self._report:
+                used = spent[i]
+                rest = cap - used - reserved[i]
+                attrs[limit_name] = number
+                if i == _USD:
+                    usd = float(used)
+                    attrs[spent_name] = usd if usd - usd == 0 else _finite(usd)
+                    if rest > 0:
+                        usd = float(rest)
+                        attrs[remaining_name] = usd if usd - usd == 0 else _finite(usd)
+                    else:
+                        attrs[remaining_name] = 0
+                else:  # token and call counts: ints (int() of an int is itself)
+                    attrs[spent_name] = int(used)
+                    attrs[remaining_name] = int(rest) if rest > 0 else 0
 
     def elapsed(self) -> float:
         """Seconds since the budget was first entered (0 before)."""

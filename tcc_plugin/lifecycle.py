@@ -35,7 +35,14 @@ from tcc_plugin.budget import Budget, Charge, Demand, Reservation, active_budget
 from tcc_plugin.cancellation import cancelled_usage, is_cancellation
 from tcc_plugin.errors import BudgetExceeded, PriceUnknown, UsageError
 from tcc_plugin.observed_stream import AsyncObservedStream, ObservedStream
-from tcc_plugin.pricing import Bill, Price, PriceBook, bill, default_price_book
+from tcc_plugin.pricing import (
+    Bill,
+    Price,
+    PriceBook,
+    bill,
+    default_price_book,
+    worst_case_usd,
+)
 from tcc_plugin.retry import (
     RetriesExhausted,
     RetryDecision,
@@ -56,6 +63,7 @@ ResponseT = TypeVar("ResponseT")
 
 
 _NO_DEMAND = Demand(input_tokens=0)
+_UNKNOWN = Decimal("NaN")  # not yet computed (a worst case is never NaN)
 
 # The calls whose work is running here, innermost last: a call begun while one of them
 # is open is a provider call made *for* it (an instrumented client inside an
@@ -252,19 +260,20 @@ class Call(Generic[RequestT]):
         input_tokens = info.input_tokens
         if input_tokens is None:
             input_tokens = info.input_estimate() if info.input_estimate is not None else 0
-        choices = max(info.choices, 1)
+        choices = info.choices if info.choices > 1 else 1
 
         known: dict[tuple[int | None, int | None], Decimal | None] = {}
 
         def worst_usd(output: int | None, reasoning: int | None) -> Decimal | None:
             # A reservation asks for the same caps more than once (charge, then bounded).
-            if (output, reasoning) in known:
-                return known[output, reasoning]
+            found = known.get((output, reasoning), _UNKNOWN)
+            if found is not _UNKNOWN:
+                return found
             if price is None:
                 return None
             out = (output or 0) * choices
             thinking = min(reasoning if reasoning is not None else out, out)
-            usd = price.worst_case(Usage(input=input_tokens, output=out, reasoning=thinking))
+            usd = worst_case_usd(price, input_tokens, out, thinking)
             known[output, reasoning] = usd
             return usd
 
@@ -643,9 +652,11 @@ class Call(Generic[RequestT]):
         """End the span (with the budgets' account after settlement) and the metrics."""
         reservation = self.reservation
         if reservation is None or not reservation.budgets:
-            extra[names.BUDGET_OUTCOME] = names.OUTCOME_NONE
+            budget: dict[str, AttributeValue] = {names.BUDGET_OUTCOME: names.OUTCOME_NONE}
         else:
-            extra.update(_budget_attributes(reservation))
+            budget = _budget_attributes(reservation)
+            if names.BUDGET_NAME in budget:  # text (the rest are numbers): cleaned as extra
+                extra[names.BUDGET_NAME] = budget.pop(names.BUDGET_NAME)
         recorder.record_response(
             self.span,
             response,
@@ -653,6 +664,7 @@ class Call(Generic[RequestT]):
             cost,
             time_to_first_chunk=self._ttfc,
             extra=extra,
+            checked=budget,
             capture=self.capture,
         )
         recorder.end_span(self.span, error)

@@ -40,6 +40,7 @@ __all__ = [
     "bill",
     "default_price_book",
     "set_price",
+    "worst_case_usd",
 ]
 
 logger = logging.getLogger("tcc_plugin.pricing")
@@ -144,17 +145,22 @@ class TokenPrice:
         return micro / _MTOK
 
     def worst_case(self, usage: Usage, *, seconds: float | None = None) -> Decimal | None:
+        return self.worst_of(usage.input, usage.output)
+
+    def worst_of(self, input_tokens: int, output_tokens: int) -> Decimal:
+        """:meth:`worst_case` of a call of at most these token counts."""
         # Worst case of an as-yet-unknown split: all input uncached or cache-written at
         # the dearest input rate, all output at the dearer of output and reasoning.
-        input_rates = [
-            self.input,
-            self.cache_write or self.input,
-            self.cache_write_1h or self.input,
-        ]
-        output_rate = max(
-            self.output, self.reasoning if self.reasoning is not None else self.output
-        )
-        return (usage.input * max(input_rates) + usage.output * output_rate) / _MTOK
+        # (Comparisons rather than max() of a list: this runs on every budgeted call.)
+        input_rate = self.input
+        if self.cache_write and self.cache_write > input_rate:
+            input_rate = self.cache_write
+        if self.cache_write_1h and self.cache_write_1h > input_rate:
+            input_rate = self.cache_write_1h
+        output_rate = self.output
+        if self.reasoning is not None and self.reasoning > output_rate:
+            output_rate = self.reasoning
+        return (input_tokens * input_rate + output_tokens * output_rate) / _MTOK
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,6 +256,31 @@ class _GenaiPrice:
             ),
         ]
         return max(candidates)
+
+
+def worst_case_usd(
+    price: Price, input_tokens: int, output_tokens: int, reasoning_tokens: int
+) -> Decimal | None:
+    """``price.worst_case`` of a call of at most these tokens (reasoning a part of
+    output). A flat token price is computed from the counts directly: every budgeted
+    call asks, and a :class:`Usage` costs more to build than the arithmetic."""
+    flat: TokenPrice | None = None
+    if type(price) is _GenaiPrice:
+        flat = price._flat
+    elif type(price) is TokenPrice:
+        flat = price
+    if (
+        flat is not None
+        and type(input_tokens) is int
+        and type(output_tokens) is int
+        and input_tokens >= 0
+        and output_tokens >= 0
+    ):
+        return flat.worst_of(input_tokens, output_tokens)
+    # anything else (and counts a Usage would refuse, so that it says why)
+    return price.worst_case(
+        Usage(input=input_tokens, output=output_tokens, reasoning=reasoning_tokens)
+    )
 
 
 class PriceBook:

@@ -29,6 +29,29 @@ class Usage:
     reasoning: int = 0
 
     def __post_init__(self) -> None:
+        # One combined check first (every call builds a Usage or two); the loop below
+        # runs only to say what is wrong.
+        i, ci, cw, cw1, o, r = (
+            self.input,
+            self.cached_input,
+            self.cache_write,
+            self.cache_write_1h,
+            self.output,
+            self.reasoning,
+        )
+        if (
+            type(i) is int
+            and type(ci) is int
+            and type(cw) is int
+            and type(cw1) is int
+            and type(o) is int
+            and type(r) is int
+            and 0 <= cw1 <= cw
+            and 0 <= r <= o
+            and ci >= 0
+            and ci + cw <= i
+        ):
+            return
         for name in _FIELDS:
             value = getattr(self, name)
             if type(value) is not int:  # bool and int subclasses are not token counts

@@ -93,6 +93,15 @@ def clean_attributes(attributes: Mapping[str, AttributeValue]) -> dict[str, Attr
     cleaned: dict[str, AttributeValue] = {}
     touched: list[str] = []
     for key, value in attributes.items():
+        if (
+            type(value) is int
+            or type(value) is bool
+            or (type(value) is float and value - value == 0)
+        ):
+            # The common case first: exact ints and bools, finite floats (inf - inf
+            # and nan - nan are nan, which is != 0).
+            cleaned[key] = value
+            continue
         if isinstance(value, str):
             if len(value) > limit or not value.isascii():
                 fixed = clean_text(value, limit)

@@ -214,11 +214,14 @@ def record_response(
     *,
     time_to_first_chunk: float | None = None,
     extra: Mapping[str, AttributeValue] | None = None,
+    checked: Mapping[str, AttributeValue] | None = None,
     capture: bool,
 ) -> None:
     """Put what the response said (usage, model, finish reasons, cost) on ``span``;
     its output messages too if ``capture`` (the call's reading of
-    :func:`capture_content`)."""
+    :func:`capture_content`). ``extra`` attributes are cleaned with the rest
+    (:func:`~tcc_plugin.telemetry.cleaning.clean_attributes`); ``checked`` ones are
+    valid as they are (ints, bools, finite floats: a budget's figures) and skip it."""
     if span is None or not span.is_recording():
         return
     attrs: dict[str, AttributeValue] = {}
@@ -245,7 +248,10 @@ def record_response(
         attrs[names.RESPONSE_TIME_TO_FIRST_CHUNK] = time_to_first_chunk
     if extra:
         attrs.update(extra)
-    span.set_attributes(clean_attributes(attrs))
+    cleaned = clean_attributes(attrs)
+    if checked:
+        cleaned.update(checked)
+    span.set_attributes(cleaned)
 
 
 @never_raises

@@ -3,6 +3,7 @@ the Redis ledger has its own tests against a real server)."""
 
 from __future__ import annotations
 
+import sys
 from decimal import Decimal
 
 import pytest
@@ -58,3 +59,22 @@ def test_a_period_needs_a_shared_ledger() -> None:
 def test_an_unconfigured_shared_budget_says_how_to_configure_it() -> None:
     with pytest.raises(LookupError, match=r"shared_budget\('nobody', ledger="):
         tcc_plugin.shared_budget("nobody")
+
+
+def test_span_figures_are_finite_numbers_even_for_amounts_no_float_holds() -> None:
+    b = tcc_plugin.budget(usd="1e400", calls=10)
+    reserve(Demand(input_tokens=0, max_output_tokens=1), (b,)).settle(
+        Charge(1, 1, 0, Decimal("3e399"), 1)
+    )
+    attrs: dict[str, object] = {}
+    b.report(attrs)  # type: ignore[arg-type]
+    biggest = sys.float_info.max
+    assert attrs == {
+        "tcc.budget.limit.usd": biggest,
+        "tcc.budget.spent.usd": biggest,
+        "tcc.budget.remaining.usd": biggest,  # 7e399: more than a float holds
+        "tcc.budget.limit.calls": 10,
+        "tcc.budget.spent.calls": 1,
+        "tcc.budget.remaining.calls": 9,
+    }
+    assert b.remaining()["usd"] == Decimal("7e399")  # the ledger itself stays exact

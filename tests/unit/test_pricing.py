@@ -153,3 +153,29 @@ def test_set_price_validates() -> None:
         set_price("m", input=1)
     with pytest.raises(ValueError, match="not both"):
         set_price("m", input=1, output=1, usd_per_hour=1)
+
+
+def test_worst_case_usd_is_the_price_s_worst_case_from_counts() -> None:
+    from tcc_plugin import UsageError
+    from tcc_plugin.pricing import worst_case_usd
+
+    # o3 (genai-prices, flat): $2 input, $8 output per million; all input at the
+    # dearest input rate, all output at the output rate.
+    o3 = PriceBook().lookup("o3", "openai")
+    assert o3 is not None
+    assert worst_case_usd(o3, 1000, 2000, 2000) == Decimal("0.018")
+    # a token price whose cache writes and reasoning are dearer than input and output
+    price = TokenPrice.per_million(input="2", output="8", cache_write="2.5", reasoning="9")
+    assert worst_case_usd(price, 1000, 2000, 0) == Decimal("0.0205")  # 1000*2.5 + 2000*9
+    for p in (o3, price):
+        for counts in ((0, 0, 0), (1, 1, 1), (123_457, 98_765, 5)):
+            usage = Usage(input=counts[0], output=counts[1], reasoning=counts[2])
+            assert worst_case_usd(p, *counts) == p.worst_case(usage)
+    # prices without a flat rate go through their own worst_case
+    assert worst_case_usd(GpuHourPrice.of(36, max_seconds=10), 5, 5, 0) == Decimal("0.1")
+    assert worst_case_usd(GpuHourPrice.of(36), 5, 5, 0) is None
+    # counts a Usage refuses are refused the same way
+    with pytest.raises(UsageError, match="input must be >= 0"):
+        worst_case_usd(o3, -1, 10, 0)
+    with pytest.raises(UsageError, match="must be an int"):
+        worst_case_usd(price, 10, 2.5, 0)  # type: ignore[arg-type]

@@ -38,6 +38,12 @@ def test_add_sums_every_field() -> None:
         ({"output": 3, "reasoning": 4}, "reasoning tokens are a part of output"),
         ({"input": 5, "cached_input": 4, "cache_write": 2}, "exceed input"),
         ({"input": 5, "cache_write": 1, "cache_write_1h": 2}, "exceeds cache_write"),
+        ({"input": 5, "cached_input": -1}, "cached_input must be >= 0"),
+        ({"output": -2}, "output must be >= 0"),
+        ({"reasoning": -1}, "reasoning must be >= 0"),
+        ({"cache_write_1h": -1}, "cache_write_1h must be >= 0"),
+        ({"input": 2, "cache_write": 3, "cache_write_1h": 3}, "exceed input"),
+        ({"output": 2, "reasoning": 2.0}, "reasoning must be an int"),
     ],
 )
 def test_bad_counts_are_a_clear_error(kwargs: dict[str, object], message: str) -> None:

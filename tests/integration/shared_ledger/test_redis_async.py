@@ -390,8 +390,8 @@ def test_a_release_that_overtakes_its_reservation_leaves_nothing_held(
     base = account._base()
     ledger._journalize(redis_ledger._Entry(base, "cut-short", Charge()))
     assert ledger.replay() == 0  # the release lands first
-    need = redis_ledger._encode(Charge(calls=1))
-    args = ["cut-short", 30_000, "0", *account._caps, *need, *["0"] * 5]
+    need = redis_ledger._joined(Charge(calls=1))
+    args = ["cut-short", 30_000, "0", account._caps_arg, need, "00000"]
     reply = ledger._scripts["reserve"](keys=ledger.keys(base), args=args)
     assert reply[0] == b"gone"
     assert b.in_flight == 0 and b.reserved.is_zero() and b.spent.calls == 0

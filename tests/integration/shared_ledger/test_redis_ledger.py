@@ -8,11 +8,13 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
 import tcc_plugin
 from tcc_plugin import BudgetExceeded, Usage, llm_call
+from tcc_plugin.budget import Charge, Demand, reserve
 from tcc_plugin.errors import BudgetUnavailable, LedgerConflict
 from tcc_plugin.pricing import PriceBook, TokenPrice
 
@@ -395,3 +397,46 @@ def test_concurrent_replays_deliver_each_settlement_once(
         ledger.replay()
         assert ledger.pending == 0
         assert b.spent.calls == 21 and b.spent.output_tokens == 41
+
+
+def test_a_lease_is_stored_with_its_amounts_and_the_caps_per_dimension(
+    server: RedisServer,
+) -> None:
+    ledger = RedisLedger(server.url)
+    b = tcc_plugin.budget(usd="0.5", calls=3, key="packed", ledger=ledger)
+    demand = Demand(
+        input_tokens=100, max_output_tokens=200, worst_usd=lambda o, r: Decimal("0.002125")
+    )
+    held = reserve(demand, (b,))
+    admin = server.client()
+    acct, _, holds, _ = ledger.keys(ledger.base("packed", None, ZoneInfo("UTC")))
+    ((lease, amounts),) = admin.hgetall(holds).items()
+    # 300 tokens, 200 output, 200 reasoning (unknown: all of the output), $0.002125 in
+    # units of 1e-12 dollar, one call
+    assert amounts == b"300,200,200,2125000000,1"
+    stored = admin.hgetall(acct)
+    assert stored[b"cap:usd"] == b"500000000000" and stored[b"cap:calls"] == b"3"
+    assert b"cap:total_tokens" not in stored
+    assert stored[b"held:usd"] == b"2125000000" and stored[b"inflight"] == b"1"
+    held.settle(Charge(150, 50, 0, Decimal("0.0007500000001"), 1))
+    stored = admin.hgetall(acct)
+    assert stored[b"held:usd"] == b"0" and stored[b"inflight"] == b"0"
+    assert stored[b"spent:usd"] == b"750000001" and stored[b"spent:total_tokens"] == b"150"
+    assert b.spent.usd == Decimal("0.000750000001")  # rounded up to 1e-12 dollar
+    assert admin.hlen(holds) == 0 and lease
+
+
+def test_lease_ids_differ_in_a_forked_child() -> None:
+    import multiprocessing
+
+    ids = redis_ledger._lease_ids
+    mine = {ids.next() for _ in range(1000)}
+    assert len(mine) == 1000
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=lambda: queue.put([ids.next() for _ in range(1000)]))
+    child.start()
+    theirs = queue.get(timeout=30)
+    child.join()
+    assert not mine & set(theirs) and len(set(theirs)) == 1000
+    assert {i[:20] for i in theirs} != {i[:20] for i in mine}  # a new prefix, not a new count
