@@ -133,16 +133,16 @@ class Server:
             return
         self.known = True
 
-    def _options(self) -> dict[str, Any]:
-        return {"max_retries": 0}
+    def _options(self, step: Fetch) -> dict[str, Any]:
+        return {"max_retries": step.retries}
 
     def fetch(self, step: Fetch) -> Reply:
         try:
             if step.method == "GET":
-                data = self.client.get(step.url, cast_to=object, options=self._options())
+                data = self.client.get(step.url, cast_to=object, options=self._options(step))
             else:
                 post = type(self.client).post.__get__(self.client)  # never intercepted
-                data = post(step.url, cast_to=object, body=step.body, options=self._options())
+                data = post(step.url, cast_to=object, body=step.body, options=self._options(step))
         except Exception as exc:
             return Reply(getattr(exc, "status_code", None), None, str(exc))
         return Reply(200, data)
@@ -150,10 +150,12 @@ class Server:
     async def afetch(self, step: Fetch) -> Reply:
         try:
             if step.method == "GET":
-                data = await self.client.get(step.url, cast_to=object, options=self._options())
+                data = await self.client.get(step.url, cast_to=object, options=self._options(step))
             else:
                 post = type(self.client).post.__get__(self.client)
-                data = await post(step.url, cast_to=object, body=step.body, options=self._options())
+                data = await post(
+                    step.url, cast_to=object, body=step.body, options=self._options(step)
+                )
         except Exception as exc:
             return Reply(getattr(exc, "status_code", None), None, str(exc))
         return Reply(200, data)

@@ -28,11 +28,14 @@ What the dialects differ in, and what is normalised here:
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 from urllib.parse import urlsplit
+
+logger = logging.getLogger("tcc_plugin")
 
 __all__ = [
     "CHOICE_USAGE",
@@ -100,11 +103,14 @@ class DialectError(ValueError):
 @dataclass(frozen=True, slots=True)
 class Fetch:
     """An auxiliary HTTP exchange a plan needs: ``method`` on ``url`` (absolute) with a
-    JSON ``body``; answered with a :class:`Reply`."""
+    JSON ``body``; answered with a :class:`Reply`. ``retries``: how many times an
+    idempotent exchange is retried when the server did not answer (a probe is not: a
+    down server must be found out at once)."""
 
     method: Literal["GET", "POST"]
     url: str
     body: Mapping[str, Any] | None = None
+    retries: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,16 +277,15 @@ def tokenize(root: str, dialect: Dialect, model: str | None, text: str) -> Fetch
         body: dict[str, Any] = {"prompt": text, "add_special_tokens": False}
         if model:
             body["model"] = model
-        return Fetch("POST", root + "/tokenize", body)
-    return Fetch(
-        "POST", root + "/tokenize", {"content": text, "add_special": False, "parse_special": True}
-    )
+        return Fetch("POST", root + "/tokenize", body, retries=2)
+    body = {"content": text, "add_special": False, "parse_special": True}
+    return Fetch("POST", root + "/tokenize", body, retries=2)
 
 
-def _token_count(reply: Reply) -> int:
+def _token_count(reply: Reply) -> int | None:
     tokens = _get(reply.data, "tokens")
     if reply.status != 200 or not isinstance(tokens, list):
-        raise RuntimeError(f"/tokenize failed: status {reply.status} {reply.error or ''}".strip())
+        return None
     return len(tokens)
 
 
@@ -296,7 +301,9 @@ def finish_usage(
     """Complete the usage of ``holder`` (a response, or a stream's usage chunk) in
     place: reasoning tokens from the server when it reported them, else counted through
     ``/tokenize`` of ``reasoning_texts``; all the output when ``reasoning_output``.
-    A holder without usage is left alone (the call is charged its reservation)."""
+    A holder without usage is left alone (the call is charged its reservation). When
+    ``/tokenize`` fails, the whole output counts as reasoning (an upper bound: a
+    reasoning cap is never under-charged) with a warning; the call itself succeeds."""
     usage = _get(holder, "usage")
     if usage is None:
         return
@@ -308,7 +315,18 @@ def finish_usage(
         reasoning = 0
         for text in reasoning_texts:
             if text:
-                reasoning += _token_count((yield tokenize(root, dialect, model, text)))
+                reply = yield tokenize(root, dialect, model, text)
+                count = _token_count(reply)
+                if count is None:
+                    logger.warning(
+                        "tcc_plugin: %s /tokenize failed (status %s: %s); the reasoning "
+                        "tokens of this call are counted as its whole output (%d), an upper "
+                        "bound",
+                        root, reply.status, reply.error or "no token list", completion,
+                    )  # fmt: skip
+                    reasoning = completion
+                    break
+                reasoning += count
     if reasoning != reported:
         _replace_usage(holder, _usage_block(prompt, completion, cached, reasoning))
 

@@ -219,6 +219,66 @@ def test_unreported_reasoning_is_counted_through_tokenize(
     assert span.attributes["gen_ai.usage.output_tokens"] == 15
 
 
+class FlakyTokenize:
+    """Wraps a server: its /tokenize drops the connection ``drops`` times, then answers
+    with ``status`` (200: the real answer)."""
+
+    def __init__(self, server: VLLMServer, drops: int, status: int = 200) -> None:
+        self.server, self.drops, self.status, self.tried = server, drops, status, 0
+
+    def handler(self, request: httpx2.Request) -> httpx2.Response:
+        if request.url.path == "/tokenize":
+            self.tried += 1
+            if self.tried <= self.drops:
+                raise httpx2.RemoteProtocolError("Server disconnected without sending a response.")
+            if self.status != 200:
+                return httpx2.Response(self.status, json={"error": "tokenizer busy"})
+        return self.server.handler(request)
+
+
+def test_a_dropped_tokenize_connection_is_retried(server: VLLMServer, telemetry: Any) -> None:
+    thought = "Two and two make four, checked twice."  # 37 chars -> 9 tokens
+    server.routes["/v1/chat/completions"] = lambda body: httpx2.Response(
+        200,
+        json=chat_response(
+            [chat_choice(0, "4", thought, key="reasoning_content")], usage_info(12, 15)
+        ),
+    )
+    flaky = FlakyTokenize(server, drops=1)  # a stale keep-alive connection, once
+    http = httpx2.Client(transport=httpx2.MockTransport(flaky.handler))
+    client = tcc_plugin.instrument(
+        openai.OpenAI(base_url=BASE + "/v1", api_key="none", http_client=http), server="vllm"
+    )
+    client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=64)  # type: ignore[arg-type]
+    assert flaky.tried == 2
+    assert telemetry.span(f"chat {MODEL}").attributes["gen_ai.usage.reasoning.output_tokens"] == 9
+
+
+@pytest.mark.parametrize("drops, status", [(3, 200), (0, 503)])
+def test_a_failed_tokenize_counts_the_whole_output_as_reasoning(
+    server: VLLMServer, telemetry: Any, caplog: pytest.LogCaptureFixture, drops: int, status: int
+) -> None:
+    server.routes["/v1/chat/completions"] = lambda body: httpx2.Response(
+        200,
+        json=chat_response(
+            [chat_choice(0, "4", "Two and two.", key="reasoning_content")], usage_info(12, 15)
+        ),
+    )
+    flaky = FlakyTokenize(server, drops=drops, status=status)
+    http = httpx2.Client(transport=httpx2.MockTransport(flaky.handler))
+    client = tcc_plugin.instrument(
+        openai.OpenAI(base_url=BASE + "/v1", api_key="none", http_client=http), server="vllm"
+    )
+    with tcc_plugin.budget(reasoning_tokens=100) as b:
+        response = client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=64)  # type: ignore[arg-type]
+    # the call succeeds; the reasoning cap is charged the upper bound: all 15 output tokens
+    assert response.choices[0].message.content == "4"
+    assert b.spent.reasoning_tokens == 15 and b.spent.output_tokens == 15
+    assert telemetry.span(f"chat {MODEL}").attributes["gen_ai.usage.reasoning.output_tokens"] == 15
+    assert "/tokenize failed" in caplog.text and "upper bound" in caplog.text
+    assert flaky.tried == 3  # tried once and retried twice (both are retryable for the SDK)
+
+
 def test_the_dialect_is_detected_once_per_server(telemetry: Any) -> None:
     server = VLLMServer()
     server.routes["/v1/chat/completions"] = lambda body: httpx2.Response(
