@@ -249,13 +249,8 @@ class Budget:
                 rest = cap - used - reserved[i]
                 attrs[limit_name] = number
                 if i == _USD:
-                    usd = float(used)
-                    attrs[spent_name] = usd if usd - usd == 0 else _finite(usd)
-                    if rest > 0:
-                        usd = float(rest)
-                        attrs[remaining_name] = usd if usd - usd == 0 else _finite(usd)
-                    else:
-                        attrs[remaining_name] = 0
+                    attrs[spent_name] = _finite(float(used))
+                    attrs[remaining_name] = _finite(float(rest)) if rest > 0 else 0
                 else:  # token and call counts: ints (int() of an int is itself)
                     attrs[spent_name] = int(used)
                     attrs[remaining_name] = int(rest) if rest > 0 else 0

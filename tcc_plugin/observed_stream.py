@@ -94,9 +94,7 @@ class ObservedStream(Generic[ChunkT]):
     def close(self) -> None:
         """Close the underlying stream; the call ends with what was read."""
         try:
-            closer = getattr(self._stream, "close", None)
-            if callable(closer):
-                closer()
+            self._close_stream()
         finally:
             self._end.abandoned()
 
@@ -105,11 +103,14 @@ class ObservedStream(Generic[ChunkT]):
         went on without it): close the stream; the call ends as cancelled, charged its
         estimate like a cancelled async call (see :mod:`tcc_plugin.cancellation`)."""
         try:
-            closer = getattr(self._stream, "close", None)
-            if callable(closer):
-                closer()
+            self._close_stream()
         finally:
             self._end.cancelled()
+
+    def _close_stream(self) -> None:
+        closer = getattr(self._stream, "close", None)
+        if callable(closer):
+            closer()
 
     def __enter__(self) -> ObservedStream[ChunkT]:
         return self
