@@ -90,7 +90,7 @@ async def measure(count: int, n: int, parallel: int, max_tokens: int, max_level:
     questions = [
         (q.question, str(q.answer)) for q in evalset.questions if q.meta["level"] <= max_level
     ]
-    questions = questions[::max_level][:count] if max_level > 1 else questions[:count]
+    questions = questions[::max_level][:count]  # every max_level-th: each level in turn
     recipes: list[tuple[str, StopRule | None, LaunchPolicy]] = [
         (f"fixed N={n}", None, launch_all()),
         ("unbeatable, all at once (old default)", stop_unbeatable(), launch_all()),
